@@ -1,0 +1,197 @@
+"""Model configuration: named sizes, shapes and the checks that run before anything compiles.
+
+`ModelConfig` is a frozen dataclass, so a Flax module can hold it as an attribute and jit can
+treat it as static. Every shape the model uses (token counts, keep counts) is derived from it
+with Python ints, which is what keeps EVEREST's dynamic idea (per-video token sets) static for XLA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+# encoder width/depth/heads; decoder width/heads (VideoMAE/EVEREST releases; "tiny" is ours).
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(width=64, depth=2, num_heads=2, decoder_width=32, decoder_heads=2),
+    "S": dict(width=384, depth=12, num_heads=6, decoder_width=192, decoder_heads=3),
+    "B": dict(width=768, depth=12, num_heads=12, decoder_width=384, decoder_heads=6),
+    "L": dict(width=1024, depth=24, num_heads=16, decoder_width=512, decoder_heads=8),
+    "H": dict(width=1280, depth=32, num_heads=16, decoder_width=640, decoder_heads=8),
+}
+MASKINGS = ("everest", "tube", "random")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the offending field(s)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Everything that fixes the network and its static token counts.
+
+    Video input is (B, T, H, W, C) with T = `num_frames`, (H, W) = `image_size`. Tokens are
+    tubelets of `tubelet_size` x `patch_size` x `patch_size` pixels, N = T' * H' * W' of them.
+    """
+
+    size: str = "B"
+    num_frames: int = 16
+    image_size: tuple[int, int] = (224, 224)
+    tubelet_size: int = 2
+    patch_size: int = 16
+    in_channels: int = 3
+    # Encoder / decoder shape; None takes the value of `size`.
+    width: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    mlp_ratio: float = 4.0
+    decoder_width: int | None = None
+    decoder_depth: int = 4
+    decoder_heads: int | None = None
+    # LayerNorm eps of the blocks and encoder norm; of the decoder norm and fc_norm.
+    # The official release uses 1e-6 everywhere; Hugging Face uses 1e-12 and 1e-5.
+    norm_eps: float = 1e-6
+    head_norm_eps: float = 1e-6
+    # Classifier.
+    num_classes: int = 0
+    use_mean_pooling: bool = True
+    head_dropout: float = 0.0
+    head_init_scale: float = 0.001
+    drop_path: float = 0.0
+    # Token selection (static counts are derived from these ratios with int(), as the release).
+    masking: str = "everest"  # pre-training: "everest", "tube" (VideoMAE) or "random" (ST-MAE)
+    pretrain_keep_ratio: float = 0.3  # EVEREST rho_pre: share of tokens kept (visible + targets)
+    visible_ratio: float = 0.1  # share of all N tokens the encoder sees (EVEREST)
+    mask_ratio: float = 0.9  # tube / random masking
+    finetune_keep_ratio: float = 0.6  # fine-tuning / inference rho; 1.0 = all tokens
+    # Execution.
+    dtype: str = "float32"
+    remat: bool = False
+    scan: bool = False
+
+    def __post_init__(self):
+        image_size = self.image_size
+        if isinstance(image_size, int):
+            image_size = (image_size, image_size)
+        object.__setattr__(self, "image_size", tuple(int(s) for s in image_size))
+        if self.size not in SIZES:
+            raise ConfigError(f"model.size={self.size!r} is not a known size; choose one of {sorted(SIZES)}")
+        for name, value in SIZES[self.size].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        self.validate()
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            raise ConfigError(f"model.{unknown[0]} is not a model config field (known: {sorted(fields)})")
+        return cls(**dict(d))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # ---- derived shapes -------------------------------------------------------------------
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """Token grid (T', H', W')."""
+        h, w = self.image_size
+        return (self.num_frames // self.tubelet_size, h // self.patch_size, w // self.patch_size)
+
+    @property
+    def num_tokens(self) -> int:
+        t, h, w = self.grid
+        return t * h * w
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.grid[1] * self.grid[2]
+
+    @property
+    def patch_dim(self) -> int:
+        """Pixels per tubelet times channels: the decoder's output width."""
+        return self.tubelet_size * self.patch_size**2 * self.in_channels
+
+    @property
+    def mlp_dim(self) -> int:
+        return int(self.width * self.mlp_ratio)
+
+    @property
+    def decoder_mlp_dim(self) -> int:
+        return int(self.decoder_width * self.mlp_ratio)
+
+    @property
+    def pretrain_counts(self) -> tuple[int, int]:
+        """(visible V, targets M) per clip for the configured pre-training masking."""
+        n = self.num_tokens
+        if self.masking == "everest":
+            keep, visible = int(self.pretrain_keep_ratio * n), int(self.visible_ratio * n)
+            return visible, keep - visible
+        if self.masking == "tube":
+            masked_per_step = int(self.mask_ratio * self.tokens_per_step)
+            return self.grid[0] * (self.tokens_per_step - masked_per_step), self.grid[0] * masked_per_step
+        masked = int(self.mask_ratio * n)
+        return n - masked, masked
+
+    @property
+    def finetune_keep_count(self) -> int:
+        return int(self.finetune_keep_ratio * self.num_tokens)
+
+    # ---- validation -----------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ConfigError naming the field for anything the model cannot run with."""
+        positive = ["num_frames", "tubelet_size", "patch_size", "in_channels", "width", "depth",
+                    "num_heads", "decoder_width", "decoder_depth", "decoder_heads"]
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"model.{name}={value!r} must be a positive integer")
+        if len(self.image_size) != 2 or min(self.image_size) <= 0:
+            raise ConfigError(f"model.image_size={self.image_size!r} must be a positive int or (height, width)")
+        if self.num_frames % self.tubelet_size:
+            raise ConfigError(f"model.num_frames={self.num_frames} is not divisible by "
+                              f"model.tubelet_size={self.tubelet_size}")
+        for axis, s in zip(("height", "width"), self.image_size):
+            if s % self.patch_size:
+                raise ConfigError(f"model.image_size {axis} {s} is not divisible by "
+                                  f"model.patch_size={self.patch_size}")
+        if self.width % self.num_heads:
+            raise ConfigError(f"model.width={self.width} is not divisible by model.num_heads={self.num_heads}")
+        if self.decoder_width % self.decoder_heads:
+            raise ConfigError(f"model.decoder_width={self.decoder_width} is not divisible by "
+                              f"model.decoder_heads={self.decoder_heads}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"model.dtype={self.dtype!r} must be one of {DTYPES}")
+        if self.masking not in MASKINGS:
+            raise ConfigError(f"model.masking={self.masking!r} must be one of {MASKINGS}")
+        for name in ("pretrain_keep_ratio", "visible_ratio", "mask_ratio", "finetune_keep_ratio"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise ConfigError(f"model.{name}={value!r} must be in (0, 1]")
+        if not 0.0 <= self.drop_path < 1.0:
+            raise ConfigError(f"model.drop_path={self.drop_path!r} must be in [0, 1)")
+        if not 0.0 <= self.head_dropout < 1.0:
+            raise ConfigError(f"model.head_dropout={self.head_dropout!r} must be in [0, 1)")
+        if self.num_classes < 0:
+            raise ConfigError(f"model.num_classes={self.num_classes!r} must be >= 0")
+        motion = self.masking == "everest" or self.finetune_keep_ratio < 1.0
+        if motion and self.grid[0] < 2:
+            raise ConfigError(
+                f"motion-based token selection needs at least 2 time steps, but model.num_frames="
+                f"{self.num_frames} / model.tubelet_size={self.tubelet_size} gives {self.grid[0]}")
+        if self.masking == "everest":
+            visible, targets = self.pretrain_counts
+            if visible < 1 or targets < 1:
+                raise ConfigError(
+                    f"model.pretrain_keep_ratio={self.pretrain_keep_ratio} and model.visible_ratio="
+                    f"{self.visible_ratio} give {visible} visible and {targets} target tokens of "
+                    f"{self.num_tokens}; both must be >= 1 (visible_ratio must be < pretrain_keep_ratio)")
+        else:
+            visible, targets = self.pretrain_counts
+            if visible < 1 or targets < 1:
+                raise ConfigError(f"model.mask_ratio={self.mask_ratio} leaves {visible} visible and "
+                                  f"{targets} masked tokens; both must be >= 1")
+        if self.finetune_keep_count < 1:
+            raise ConfigError(f"model.finetune_keep_ratio={self.finetune_keep_ratio} keeps no token of "
+                              f"{self.num_tokens}")
