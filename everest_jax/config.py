@@ -73,6 +73,8 @@ class ModelConfig:
         image_size = self.image_size
         if isinstance(image_size, int):
             image_size = (image_size, image_size)
+        elif len(image_size) == 1:  # e.g. a command-line override of a tuple field with one int
+            image_size = (image_size[0], image_size[0])
         object.__setattr__(self, "image_size", tuple(int(s) for s in image_size))
         if self.size not in SIZES:
             raise ConfigError(f"model.size={self.size!r} is not a known size; choose one of {sorted(SIZES)}")

@@ -13,7 +13,8 @@ Three source layouts are recognised from their keys:
 Files are read without executing pickled code: ``.safetensors`` with safetensors, ``.pth``/``.bin``
 with ``torch.load(weights_only=True)`` (torch is needed only for those). The converted parameters
 are checked leaf by leaf against the shapes our model builds for the given `ModelConfig`, and
-written as an Orbax checkpoint (``<out>/params``) with the model config (``<out>/everest.json``).
+written with `everest_jax.checkpoint.save_params` (Orbax tree + model config), which
+`everest_jax.checkpoint.load_params` reads back.
 
 Command line::
 
@@ -22,20 +23,24 @@ Command line::
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
 import pathlib
 import re
 from typing import Any, Mapping
 
+import flax.linen as nn
 import jax
 import numpy as np
 
-from everest_jax.config import ModelConfig
+from everest_jax.checkpoint import save_params
+from everest_jax.config import SIZES, ModelConfig
+from everest_jax.models import Classifier, PretrainingModel, stack_blocks
 
 # Fixed sinusoidal tables and bookkeeping buffers: not parameters of ours.
 IGNORED = re.compile(r"(^|\.)(pos_embed|position_embeddings|num_batches_tracked)$")
-CONFIG_FILE = "everest.json"
 
 
 class ConvertError(ValueError):
@@ -250,19 +255,12 @@ def convert_state_dict(sd: Mapping[str, np.ndarray], config: ModelConfig) -> tup
         raise ConvertError(f"{len(unused)} unexpected key(s) in a {layout} checkpoint, e.g. {unused[:5]}")
     _check_shapes(kind, params, config)
     if config.scan:
-        from everest_jax.models.vit import stack_blocks
-
         params = stack_blocks(params)
     return kind, params
 
 
 def _check_shapes(kind: str, params: dict, config: ModelConfig) -> None:
     """Compare every converted leaf with the shape our model builds for `config`."""
-    from everest_jax.models import Classifier, PretrainingModel
-    import flax.linen as nn
-
-    import dataclasses
-
     per_layer = dataclasses.replace(config, scan=False)
     if kind == "classifier":
         per_layer = dataclasses.replace(per_layer, use_mean_pooling="fc_norm" in params,
@@ -282,37 +280,6 @@ def _check_shapes(kind: str, params: dict, config: ModelConfig) -> None:
             raise ConvertError(
                 f"checkpoint does not fit the model config at {path}: checkpoint {got.get(path)}, model "
                 f"{want.get(path)} (check --size/--num_heads/--tubelet_size/--patch_size/--num_frames/--image_size)")
-
-
-# ---- writing and reading our own format ------------------------------------------------------
-
-
-def save_converted(out_dir: str | os.PathLike, params: dict, config: ModelConfig, kind: str,
-                   source: str = "") -> pathlib.Path:
-    """Write `params` as an Orbax checkpoint at <out_dir>/params and the config beside it."""
-    import orbax.checkpoint as ocp
-
-    out_dir = pathlib.Path(out_dir).absolute()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(out_dir / "params", jax.tree.map(np.asarray, params), force=True)
-    meta = {"kind": kind, "source": str(source), "model": config.to_dict()}
-    (out_dir / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
-    return out_dir
-
-
-def load_converted(path: str | os.PathLike) -> tuple[ModelConfig, str, dict]:
-    """Read a directory written by `save_converted` -> (config, kind, params)."""
-    import orbax.checkpoint as ocp
-
-    path = pathlib.Path(path).absolute()
-    if not (path / CONFIG_FILE).is_file():
-        raise ConvertError(f"{path}: not a converted checkpoint (no {CONFIG_FILE})")
-    meta = json.loads((path / CONFIG_FILE).read_text())
-    config = ModelConfig.from_dict(meta["model"])
-    with ocp.StandardCheckpointer() as ckptr:
-        params = ckptr.restore(path / "params")
-    return config, meta["kind"], params
 
 
 def hf_model_config(hf_config: Mapping[str, Any], **overrides) -> ModelConfig:
@@ -335,10 +302,6 @@ def hf_model_config(hf_config: Mapping[str, Any], **overrides) -> ModelConfig:
 
 
 def main(argv=None) -> None:
-    import argparse
-
-    from everest_jax.config import SIZES
-
     p = argparse.ArgumentParser(prog="python -m everest_jax.convert", description=__doc__.split("\n\n")[0])
     p.add_argument("src", help="checkpoint file: .pth / .bin (official or HF) or .safetensors")
     p.add_argument("out", help="output directory (Orbax checkpoint + everest.json)")
@@ -365,11 +328,9 @@ def main(argv=None) -> None:
             config = _infer_config(sd, layout, args, overrides)
         kind, params = convert_state_dict(sd, config)
         if kind == "classifier" and "head" in params:
-            import dataclasses
-
             config = dataclasses.replace(config, num_classes=int(params["head"]["bias"].shape[0]),
                                          use_mean_pooling="fc_norm" in params)
-        out = save_converted(args.out, params, config, kind, args.src)
+        out = save_params(args.out, params, config, kind, args.src)
     except (ConvertError, ValueError) as e:
         raise SystemExit(f"error: {e}")
     n = sum(x.size for x in jax.tree.leaves(params))
@@ -378,8 +339,6 @@ def main(argv=None) -> None:
 
 
 def _infer_config(sd, layout, args, overrides) -> ModelConfig:
-    from everest_jax.config import SIZES
-
     key = {"hf": next((k for k in sd if k.endswith("patch_embeddings.projection.weight")), None),
            "official_pretrain": "encoder.patch_embed.proj.weight",
            "official_finetune": "patch_embed.proj.weight"}[layout]

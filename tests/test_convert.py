@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from everest_jax import convert  # noqa: E402
+from everest_jax import checkpoint, convert  # noqa: E402
 from everest_jax.models import Classifier, PretrainingModel  # noqa: E402
 from test_hf_parity import hf_config, random_weights, video_pair  # noqa: E402
 
@@ -75,7 +75,7 @@ def cli(tmp_path, src, *flags):
     out = tmp_path / "converted"
     convert.main([str(src), str(out), "--num_frames", "8", "--image_size", "32", "--num_heads", "4",
                   "--decoder_heads", "2", *flags])
-    return convert.load_converted(out)
+    return checkpoint.load_params(out)
 
 
 def test_official_pretrain_pth_through_cli_matches_hf(tmp_path, hf_pretrain):
@@ -190,6 +190,6 @@ def test_saved_config_round_trips(tmp_path, hf_classifier):
     src = tmp_path / "m.pth"
     torch.save(official_finetune_state_dict(hf_classifier), src)
     config, _, _ = cli(tmp_path, src)
-    meta = json.loads((tmp_path / "converted" / convert.CONFIG_FILE).read_text())
+    meta = json.loads((tmp_path / "converted" / checkpoint.CONFIG_FILE).read_text())
     assert meta["kind"] == "classifier" and meta["model"]["num_classes"] == 4
     assert (config.size, config.width, config.depth, config.tubelet_size, config.patch_size) == ("tiny", 64, 2, 2, 8)
