@@ -108,7 +108,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             params, video, labels, jax.random.fold_in(rng, step))
         updates, opt_state = tx.update(grads, opt_state, params)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
         if not pretrain:
             metrics["accuracy"] = aux["accuracy"]
         return optax.apply_updates(params, updates), opt_state, metrics

@@ -58,15 +58,17 @@ class SyntheticVideos:
         rng = np.random.default_rng((self.seed, index))
         label = int(rng.integers(self.num_classes))
         angle = 2 * np.pi * label / self.num_classes + rng.normal(0, 0.1)
-        speed = rng.uniform(0.04, 0.08) * min(h, w)  # pixels per frame
-        radius = rng.uniform(0.15, 0.25) * min(h, w)
+        # The shape travels 15-45% of the frame over the clip; the trajectory's midpoint is uniform
+        # in the central half of the frame, independent of the label, so that no single frame
+        # (e.g. where the shape starts) gives the direction away.
+        speed = rng.uniform(0.15, 0.45) * min(h, w) / max(self.num_frames - 1, 1)  # pixels per frame
+        radius = rng.uniform(0.1, 0.2) * min(h, w)
         pad = int(np.ceil(speed * self.num_frames)) + 2
         background = _texture(rng, h + 2 * pad, w + 2 * pad, scale=max(2, min(h, w) // 8))
         foreground = _texture(rng, h, w, scale=max(2, min(h, w) // 16))[..., ::-1]
-        # Start so that the whole trajectory stays (mostly) in view.
         travel = speed * (self.num_frames - 1)
-        cy = h / 2 - np.sin(angle) * travel / 2 + rng.uniform(-0.1, 0.1) * h
-        cx = w / 2 - np.cos(angle) * travel / 2 + rng.uniform(-0.1, 0.1) * w
+        cy = rng.uniform(0.25, 0.75) * h - np.sin(angle) * travel / 2
+        cx = rng.uniform(0.25, 0.75) * w - np.cos(angle) * travel / 2
         pan = rng.uniform(-1, 1, 2) * (pad / self.num_frames) if self.camera_pan else np.zeros(2)
         yy, xx = np.mgrid[0:h, 0:w]
         square = rng.random() < 0.5
