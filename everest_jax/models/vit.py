@@ -42,6 +42,38 @@ def sincos_table(num_positions: int, dim: int) -> np.ndarray:
     return table.astype(np.float32)
 
 
+class HeadsDense(nn.Module):
+    """Linear map between (..., D) and per-head (..., H, hd) features, either way round.
+
+    kernel (D, H, hd) with logical axes ('embed', 'heads', 'kv') for `split`, (H, hd, D) with
+    ('heads', 'kv', 'embed') for merging back. Written out (instead of nn.DenseGeneral) so the
+    initializer sees the real 3-D shape, which logical sharding constraints need.
+    """
+
+    num_heads: int
+    head_dim: int
+    split: bool = True
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        if self.split:
+            shape, axes = (x.shape[-1], self.num_heads, self.head_dim), ("embed", "heads", "kv")
+            init, eq = xavier(in_axis=0, out_axis=(1, 2)), "...d,dhk->...hk"
+            bias_shape, bias_axes = (self.num_heads, self.head_dim), ("heads", "kv")
+        else:
+            d = self.num_heads * self.head_dim
+            shape, axes = (self.num_heads, self.head_dim, d), ("heads", "kv", "embed")
+            init, eq = xavier(in_axis=(0, 1), out_axis=2), "...hk,hkd->...d"
+            bias_shape, bias_axes = (d,), ("embed",)
+        kernel = self.param("kernel", logical(init, axes), shape)
+        bias = self.param("bias", logical(nn.initializers.zeros, bias_axes), bias_shape) if self.use_bias else None
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = jnp.einsum(eq, x, kernel)
+        return y + bias if bias is not None else y
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with biases on q and v only (VideoMAE). (B, N, D) -> (B, N, D)."""
 
@@ -50,21 +82,12 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        d = x.shape[-1]
-        features = (self.num_heads, d // self.num_heads)
-
-        def proj(name, use_bias):
-            return nn.DenseGeneral(
-                features, dtype=self.dtype, use_bias=use_bias, name=name,
-                kernel_init=logical(xavier(), ("embed", "heads", "kv")),
-                bias_init=logical(nn.initializers.zeros, ("heads", "kv")))(x)
-
-        q, k, v = proj("query", True), proj("key", False), proj("value", True)  # (B, N, H, hd)
+        h, hd = self.num_heads, x.shape[-1] // self.num_heads
+        q = HeadsDense(h, hd, True, True, self.dtype, name="query")(x)  # (B, N, H, hd)
+        k = HeadsDense(h, hd, True, False, self.dtype, name="key")(x)
+        v = HeadsDense(h, hd, True, True, self.dtype, name="value")(x)
         out = jax.nn.dot_product_attention(q, k, v)
-        return nn.DenseGeneral(
-            d, axis=(-2, -1), dtype=self.dtype, name="out",
-            kernel_init=logical(xavier(), ("heads", "kv", "embed")),
-            bias_init=logical(nn.initializers.zeros, ("embed",)))(out)
+        return HeadsDense(h, hd, False, True, self.dtype, name="out")(out)
 
 
 class Mlp(nn.Module):
