@@ -24,15 +24,22 @@ class CheckpointError(ValueError):
 
 def save_params(out_dir: str | os.PathLike, params: dict, config: ModelConfig, kind: str,
                 source: str = "") -> pathlib.Path:
-    """Write `params` (a nested dict of arrays) and `config`; kind is "pretrain" or "classifier"."""
+    """Write `params` (a nested dict of arrays) and `config`; kind is "pretrain" or "classifier".
+
+    With sharded jax.Arrays every process must call this (Orbax writes each shard once); the
+    config file is written by process 0.
+    """
     import orbax.checkpoint as ocp
 
     out_dir = pathlib.Path(out_dir).absolute()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    params = jax.tree.map(lambda x: x if isinstance(x, jax.Array) else np.asarray(x), params)
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(out_dir / "params", jax.tree.map(np.asarray, params), force=True)
-    meta = {"kind": kind, "source": str(source), "model": config.to_dict()}
-    (out_dir / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        ckptr.save(out_dir / "params", params, force=True)
+    if jax.process_index() == 0:
+        meta = {"kind": kind, "source": str(source), "model": config.to_dict()}
+        (out_dir / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
     return out_dir
 
 
@@ -48,3 +55,51 @@ def load_params(path: str | os.PathLike) -> tuple[ModelConfig, str, dict]:
     with ocp.StandardCheckpointer() as ckptr:
         params = ckptr.restore(path / "params")
     return config, meta["kind"], params
+
+
+class TrainCheckpointer:
+    """Periodic train-state checkpoints with the data iterator's state saved beside them.
+
+    Layout: <workdir>/checkpoints/<step>/{state, data}. `state` is any pytree of jax.Arrays (the
+    TrainState), restored onto the shardings of the abstract target given to `restore`, so a run
+    can resume on another mesh or device count. `data` is a Grain iterator state (one JSON file
+    per process), so a resumed run reads exactly the batches it would have read.
+    """
+
+    def __init__(self, directory: str | os.PathLike, every_steps: int, keep: int, async_save: bool = True):
+        import grain
+        import orbax.checkpoint as ocp
+
+        self._ocp, self._grain = ocp, grain
+        self.every_steps = every_steps
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
+                                               save_interval_steps=1)
+        self.manager = ocp.CheckpointManager(
+            pathlib.Path(directory).absolute(), options=options,
+            item_handlers={"state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler()})
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def should_save(self, step: int) -> bool:
+        return step % self.every_steps == 0
+
+    def save(self, step: int, state, data_iterator) -> None:
+        args = self._ocp.args.Composite(state=self._ocp.args.StandardSave(state),
+                                        data=self._grain.checkpoint.CheckpointSave(data_iterator))
+        self.manager.save(step, args=args, force=True)
+
+    def restore(self, step: int, abstract_state, data_iterator):
+        """Restore `state` onto the shardings of `abstract_state` and the iterator in place."""
+        args = self._ocp.args.Composite(state=self._ocp.args.StandardRestore(abstract_state),
+                                        data=self._grain.checkpoint.CheckpointRestore(data_iterator))
+        return self.manager.restore(step, args=args)["state"]
+
+    def restore_state(self, step: int, abstract_state):
+        """Restore only the train state (e.g. to initialise another run from it)."""
+        args = self._ocp.args.Composite(state=self._ocp.args.StandardRestore(abstract_state))
+        return self.manager.restore(step, args=args)["state"]
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()

@@ -1,4 +1,4 @@
-"""Loss functions of the pre-training and fine-tuning jobs, shared by the trainer and benchmarks."""
+"""Loss functions of the pre-training and fine-tuning jobs, and mixup/cutmix for the latter."""
 
 from __future__ import annotations
 
@@ -25,8 +25,45 @@ def pretrain_loss(params: Any, model: PretrainingModel, video: jax.Array, rng: j
 
 def classification_loss(params: Any, model: Classifier, video: jax.Array, labels: jax.Array,
                         rng: jax.Array, train: bool = True, label_smoothing: float = 0.0) -> tuple[jax.Array, dict]:
-    """Softmax cross-entropy (optionally label-smoothed) of one batch. labels: (B,) int."""
+    """Softmax cross-entropy of one batch.
+
+    labels: (B,) int class ids, or (B, classes) float soft targets (e.g. from `mixup_cutmix`).
+    Label smoothing is applied on top of either.
+    """
     logits, aux = model.apply({"params": params}, video, train=train, rngs={"dropout": rng})
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, model.config.num_classes), label_smoothing)
-    loss = optax.softmax_cross_entropy(logits, targets).mean()
-    return loss, dict(aux, logits=logits, accuracy=jnp.mean(jnp.argmax(logits, -1) == labels))
+    num_classes = model.config.num_classes
+    targets = jax.nn.one_hot(labels, num_classes) if labels.ndim == 1 else labels
+    loss = optax.softmax_cross_entropy(logits, optax.smooth_labels(targets, label_smoothing)).mean()
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(targets, -1))
+    return loss, dict(aux, logits=logits, accuracy=accuracy)
+
+
+def mixup_cutmix(rng: jax.Array, video: jax.Array, labels: jax.Array, num_classes: int,
+                 mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, switch_prob: float = 0.5):
+    """Batch-level mixup or cutmix (timm style, the same box on every frame of a clip).
+
+    Each batch is mixed with its reverse. With both alphas > 0, cutmix is chosen with
+    probability `switch_prob`. Returns (video, soft targets (B, classes)).
+    """
+    targets = jax.nn.one_hot(labels, num_classes)
+    if mixup_alpha <= 0 and cutmix_alpha <= 0:
+        return video, targets
+    r_choice, r_mix, r_cut, r_box = jax.random.split(rng, 4)
+    b, t, h, w, _ = video.shape
+    use_cutmix = (jax.random.uniform(r_choice) < switch_prob) if (mixup_alpha > 0 and cutmix_alpha > 0) \
+        else jnp.asarray(cutmix_alpha > 0)
+    lam_mix = jax.random.beta(r_mix, mixup_alpha, mixup_alpha) if mixup_alpha > 0 else jnp.float32(1.0)
+    lam_cut = jax.random.beta(r_cut, cutmix_alpha, cutmix_alpha) if cutmix_alpha > 0 else jnp.float32(1.0)
+    # Cutmix box of area (1 - lam) clipped to the frame; lam is then corrected to the real area.
+    cut = jnp.sqrt(1.0 - lam_cut)
+    cy, cx = jax.random.uniform(r_box, (2,)) * jnp.array([h, w])
+    y0, y1 = jnp.clip(cy - cut * h / 2, 0, h), jnp.clip(cy + cut * h / 2, 0, h)
+    x0, x1 = jnp.clip(cx - cut * w / 2, 0, w), jnp.clip(cx + cut * w / 2, 0, w)
+    ys, xs = jnp.arange(h)[:, None], jnp.arange(w)[None, :]
+    box = ((ys >= jnp.floor(y0)) & (ys < jnp.floor(y1)) & (xs >= jnp.floor(x0)) & (xs < jnp.floor(x1)))
+    lam_cut = 1.0 - box.mean()
+    flipped, flipped_targets = video[::-1], targets[::-1]
+    mixed = jnp.where(use_cutmix, jnp.where(box[None, None, :, :, None], flipped, video),
+                      lam_mix * video + (1 - lam_mix) * flipped)
+    lam = jnp.where(use_cutmix, lam_cut, lam_mix)
+    return mixed.astype(video.dtype), lam * targets + (1 - lam) * flipped_targets

@@ -1,0 +1,41 @@
+"""Pieces shared by the experiment configs: argument parsing and the default run settings."""
+
+import ml_collections
+
+
+def parse_arg(arg, **defaults):
+    """'a=1,b=x' -> ConfigDict with the defaults overridden; unknown keys are refused."""
+    out = dict(defaults)
+    for item in filter(None, (arg or "").split(",")):
+        key, _, value = item.partition("=")
+        if key not in out:
+            raise ValueError(f"unknown config argument {key!r}; known: {sorted(out)}")
+        default = defaults[key]
+        out[key] = type(default)(value in ("1", "true", "True")) if isinstance(default, bool) else type(default)(value)
+    return ml_collections.ConfigDict(out)
+
+
+def base_config(job: str) -> ml_collections.ConfigDict:
+    """Run settings every experiment has; experiments fill in model, data and the recipe."""
+    c = ml_collections.ConfigDict()
+    c.job = job
+    c.seed = 0
+    c.batch_size = 8  # global, over all processes and devices
+    c.total_steps = 100
+    c.warmup_steps = 10
+    c.log_every = 10
+    c.eval_every = 0  # fine-tuning: evaluate every N steps (0: at the end only)
+    c.eval_at_end = True
+    c.init_from = ""  # a pre-training workdir, a run's final/, or a converted checkpoint
+    c.normalize_targets = True  # VideoMAE norm_pix_loss
+    c.label_smoothing = 0.0
+    c.nonfinite = "stop"  # or "skip": leave the state untouched and count the step
+    c.mixup = ml_collections.ConfigDict(dict(mixup_alpha=0.0, cutmix_alpha=0.0, switch_prob=0.5))
+    c.optimizer = ml_collections.ConfigDict(dict(
+        base_lr=1e-3, warmup_lr=1e-6, min_lr=1e-5, b1=0.9, b2=0.95, weight_decay=0.05,
+        layer_decay=1.0, grad_clip_norm=0.0, grad_accum_steps=1))
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    c.sharding_rules = ()  # () = everest_jax.sharding.DEFAULT_RULES
+    c.checkpoint = ml_collections.ConfigDict(dict(every_steps=50, keep=3, async_save=True))
+    c.eval = ml_collections.ConfigDict(dict(num_clips=2, num_crops=3, crop_extent=1.25, batch_size=8))
+    return c

@@ -1,0 +1,103 @@
+"""Sharded training agrees with the single-device run on data, FSDP and tensor-parallel meshes."""
+
+import jax
+import numpy as np
+import pytest
+
+from configs import quickstart
+from everest_jax import optim, sharding, train
+from everest_jax.config import ModelConfig
+from everest_jax.train_state import bytes_per_device, create_sharded_state
+
+MESHES = {
+    "1": dict(data=1, fsdp=1, tensor=1),
+    "8x1": dict(data=8, fsdp=1, tensor=1),
+    "2x4": dict(data=2, fsdp=4, tensor=1),
+    "2x2x2": dict(data=2, fsdp=2, tensor=2),
+}
+STEPS = 3
+
+
+def config_for(job):
+    c = quickstart.get_config(f"job={job}")
+    c.batch_size = 8
+    c.total_steps = 10
+    c.warmup_steps = 0
+    c.optimizer.base_lr = 0.128  # lr 4e-3 at batch 8: updates far larger than rounding noise
+    # width 64 / heads 4 / mlp 256: divisible by the 2- and 4-way splits
+    c.model.num_heads = 4
+    return c
+
+
+def setup(config, mesh_config):
+    model_config = ModelConfig.from_dict(config.model.to_dict())
+    devices = jax.devices()[: int(np.prod(list(mesh_config.values())))]
+    mesh = sharding.make_mesh(mesh_config, devices)
+    rules = sharding.DEFAULT_RULES
+    model = train.make_model(config.job, model_config)
+    init = train.params_initializer(model, model_config, config.seed)
+    schedule = optim.learning_rate_schedule(config.optimizer, config.batch_size, config.total_steps, config.warmup_steps)
+    abstract = jax.eval_shape(lambda: __import__("flax").linen.unbox(init()))
+    tx = optim.make_optimizer(config.optimizer, abstract, schedule, model_config.depth)
+    state, shardings = create_sharded_state(init, tx, mesh, rules)
+    batch_shardings = {"video": sharding.batch_sharding(mesh, 5), "label": sharding.batch_sharding(mesh, 1)}
+    step = train.make_train_step(config, model, tx, schedule, shardings, batch_shardings, mesh, rules)
+    loss_fn = train.make_loss_fn(config, model)
+
+    def grads(params, batch, rng):
+        with jax.set_mesh(mesh), __import__("flax").linen.logical_axis_rules(rules):
+            return jax.jit(jax.grad(lambda p: loss_fn(p, batch, rng)[0]), out_shardings=shardings.params)(params)
+    return mesh, state, step, grads
+
+
+def batches(config, n):
+    rng = np.random.default_rng(0)
+    m = config.model
+    return [{"video": rng.normal(size=(config.batch_size, m.num_frames, *m.image_size, 3)).astype(np.float32),
+             "label": rng.integers(0, 4, config.batch_size).astype(np.int32)} for _ in range(n)]
+
+
+def run_steps(config, mesh_config):
+    mesh, state, step, grads = setup(config, mesh_config)
+    data = batches(config, STEPS)
+    first = sharding.global_batch(data[0], mesh, config.batch_size)
+    g0 = jax.device_get(grads(state.params, first, jax.random.key(7)))
+    p0 = jax.device_get(state.params)
+    losses = []
+    for batch in data:
+        state, metrics = step(state, sharding.global_batch(batch, mesh, config.batch_size))
+        losses.append(float(metrics["loss"]))
+    return losses, g0, p0, jax.device_get(state.params)
+
+
+@pytest.fixture(scope="module", params=["pretrain", "finetune"])
+def reference(request):
+    config = config_for(request.param)
+    return config, run_steps(config, MESHES["1"])
+
+
+@pytest.mark.parametrize("mesh_name", ["8x1", "2x4", "2x2x2"])
+def test_sharded_steps_match_single_device(reference, mesh_name):
+    config, (losses, grads, init, params) = reference
+    losses2, grads2, init2, params2 = run_steps(config, MESHES[mesh_name])
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), init2, init)  # same initialisation
+    np.testing.assert_allclose(losses2, losses, atol=1e-5, rtol=0)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=0), grads2, grads)
+    # Parameters after 3 Adam steps: Adam divides by sqrt(v) + eps, so where a gradient is ~0 a
+    # 1e-7 difference in reduction order can move a parameter by a sizeable part of lr (4e-3).
+    # 5e-4 (an eighth of one step) is far above float32 noise (3.8e-5 seen) and far below the
+    # parameters' movement, which is checked too.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=5e-4, rtol=0), params2, params)
+    moved = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(params2), jax.tree.leaves(init)))
+    assert moved > 10 * 5e-4
+
+
+def test_fsdp_holds_a_quarter_of_the_parameters_and_optimizer_state_per_device():
+    config = config_for("pretrain")
+    config.model.width = 256  # large enough that replicated scalars and norms do not matter
+    _, replicated, _, _ = setup(config, MESHES["8x1"])
+    _, fsdp, _, _ = setup(config, MESHES["2x4"])
+    rep = bytes_per_device(replicated)
+    shard = bytes_per_device(fsdp)
+    ratio = max(shard.values()) / max(rep.values())
+    assert abs(ratio - 0.25) < 0.02, ratio
