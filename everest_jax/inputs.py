@@ -1,7 +1,9 @@
 """Input iterators for the trainer, built from `config.data` (Grain under the hood).
 
-Training: a per-process shard of the source, shuffled with the run's seed (a new order every
-epoch), repeated, preprocessed and batched; the iterator's state is checkpointable. Evaluation:
+Training: the source is shuffled with the run's seed (a new order every epoch) and cut into
+global batches; process i of n reads (and decodes) only rows [i*b, (i+1)*b) of each global
+batch. The global batches are therefore the same whatever the number of processes, so a
+multi-host run sees exactly the data of a single-host one. The iterator's state is checkpointable. Evaluation:
 each video as `num_clips x num_crops` views, padded to whole batches with a `valid` flag.
 """
 
@@ -40,14 +42,14 @@ def _to_model_input(example: dict) -> dict:
 
 def train_iterator(config: ml_collections.ConfigDict, model_config: ModelConfig, local_batch: int,
                    process_index: int, process_count: int) -> grain.DatasetIterator:
-    """Endless batches {'video': (b, T, H, W, C) float32, 'label': (b,) int32} of this process's shard."""
+    """Endless batches {'video': (b, T, H, W, C) float32, 'label': (b,) int32}: this process's rows
+    of each global batch (b = local_batch)."""
     source = _synthetic(config, model_config, True, model_config.num_frames, model_config.image_size)
-    shard = grain.MapDataset.source(source)[process_index::process_count]
-    if len(shard) < local_batch:
-        raise ConfigError(f"data.num_examples={len(source)} leaves {len(shard)} examples per process, "
-                          f"fewer than the per-process batch {local_batch}")
-    ds = (shard.shuffle(seed=config.seed).repeat().map(_to_model_input)
-          .batch(local_batch, drop_remainder=True))
+    if len(source) < local_batch * process_count:
+        raise ConfigError(f"data.num_examples={len(source)} is smaller than the global batch "
+                          f"{local_batch * process_count}")
+    ds = (grain.MapDataset.source(source).shuffle(seed=config.seed).repeat().map(_to_model_input)
+          .batch(local_batch, drop_remainder=True))[process_index::process_count]
     return iter(ds.to_iter_dataset())
 
 

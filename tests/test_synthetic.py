@@ -55,7 +55,7 @@ def test_a_single_frame_does_not_carry_the_label():
         ex = ds[i]
         yy, xx = np.nonzero(ex["mask"][0])
         starts[int(ex["label"])].append(xx.mean())
-    # The shape travels up to 45% of the width, yet first-frame positions of the classes overlap.
+    # The shape travels up to 60% of the width, yet first-frame positions of the classes overlap.
     assert max(starts[0]) > min(starts[1]) and max(starts[1]) > min(starts[0])
 
 

@@ -58,14 +58,17 @@ class SyntheticVideos:
         rng = np.random.default_rng((self.seed, index))
         label = int(rng.integers(self.num_classes))
         angle = 2 * np.pi * label / self.num_classes + rng.normal(0, 0.1)
-        # The shape travels 15-45% of the frame over the clip; the trajectory's midpoint is uniform
+        # The shape travels 30-60% of the frame over the clip; the trajectory's midpoint is uniform
         # in the central half of the frame, independent of the label, so that no single frame
         # (e.g. where the shape starts) gives the direction away.
-        speed = rng.uniform(0.15, 0.45) * min(h, w) / max(self.num_frames - 1, 1)  # pixels per frame
+        speed = rng.uniform(0.3, 0.6) * min(h, w) / max(self.num_frames - 1, 1)  # pixels per frame
         radius = rng.uniform(0.1, 0.2) * min(h, w)
         pad = int(np.ceil(speed * self.num_frames)) + 2
-        background = _texture(rng, h + 2 * pad, w + 2 * pad, scale=max(2, min(h, w) // 8))
-        foreground = _texture(rng, h, w, scale=max(2, min(h, w) // 16))[..., ::-1]
+        # A muted background and a brighter, mostly solid-coloured shape.
+        background = 0.25 + 0.5 * _texture(rng, h + 2 * pad, w + 2 * pad, scale=max(2, min(h, w) // 8))
+        colour = rng.uniform(0, 1, 3)
+        colour[rng.integers(3)] = 1.0
+        foreground = 0.7 * colour + 0.3 * _texture(rng, h, w, scale=max(2, min(h, w) // 16))
         travel = speed * (self.num_frames - 1)
         cy = rng.uniform(0.25, 0.75) * h - np.sin(angle) * travel / 2
         cx = rng.uniform(0.25, 0.75) * w - np.cos(angle) * travel / 2
