@@ -183,6 +183,7 @@ def _seeked(path, table: FrameTable, wanted: np.ndarray, stats: dict | None) -> 
                 except _AV_ERRORS as e:
                     raise _SeekFailed(f"seek failed: {e}") from None
                 frames, first_after_seek, seeks = container.decode(stream), True, seeks + 1
+            ended = True
             try:
                 for frame in frames:
                     decoded += 1
@@ -195,11 +196,15 @@ def _seeked(path, table: FrameTable, wanted: np.ndarray, stats: dict | None) -> 
                     if current in wanted_set and current not in out:
                         out[current] = _rgb(frame, table.height, table.width)
                     if current >= target:
+                        ended = False
                         break
             except _AV_ERRORS as e:
                 raise VideoError(Reason.UNDECODABLE, path, f"decoding failed near frame {target}: {e}") from None
             if target not in out:
-                raise VideoError(Reason.TRUNCATED, path, f"decoding ended before frame {target} of {table.num_frames}")
+                if ended:
+                    raise VideoError(Reason.TRUNCATED, path,
+                                     f"decoding ended before frame {target} of {table.num_frames}")
+                raise VideoError(Reason.UNDECODABLE, path, f"the decoder gave no frame {target}")
     if stats is not None:
         stats["decoded"] = stats.get("decoded", 0) + decoded
         stats["seeks"] = stats.get("seeks", 0) + seeks
