@@ -34,7 +34,8 @@ def base_config(job: str) -> ml_collections.ConfigDict:
     c.optimizer = ml_collections.ConfigDict(dict(
         base_lr=1e-3, warmup_lr=1e-6, min_lr=1e-5, b1=0.9, b2=0.95, weight_decay=0.05,
         layer_decay=1.0, grad_clip_norm=0.0, grad_accum_steps=1))
-    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    # Mesh axis sizes (one may be -1: the rest of the devices); num_devices 0 = all devices.
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, num_devices=0))
     c.sharding_rules = ()  # () = everest_jax.sharding.DEFAULT_RULES
     c.checkpoint = ml_collections.ConfigDict(dict(every_steps=50, keep=3, async_save=True))
     c.eval = ml_collections.ConfigDict(dict(num_clips=2, num_crops=3, crop_extent=1.25, batch_size=8))

@@ -43,6 +43,7 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
 
 def mesh_shape(mesh_config: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
     """Resolve one -1 entry and check that the axes multiply to `num_devices`."""
+    mesh_config = {k: v for k, v in mesh_config.items() if k != "num_devices"}
     unknown = sorted(set(mesh_config) - set(MESH_AXES))
     if unknown:
         raise ConfigError(f"mesh.{unknown[0]} is not a mesh axis; use {MESH_AXES}")
@@ -60,8 +61,17 @@ def mesh_shape(mesh_config: Mapping[str, int], num_devices: int) -> tuple[int, .
     return tuple(sizes)
 
 
+def mesh_devices(mesh_config: Mapping[str, int]) -> list[jax.Device]:
+    """All devices, or the first `mesh.num_devices` of them when that is set (> 0)."""
+    devices = jax.devices()
+    n = int(mesh_config.get("num_devices", 0) or 0)
+    if n > len(devices):
+        raise ConfigError(f"mesh.num_devices={n} but only {len(devices)} devices are available")
+    return devices[:n] if n > 0 else devices
+
+
 def make_mesh(mesh_config: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
-    devices = list(devices if devices is not None else jax.devices())
+    devices = list(devices if devices is not None else mesh_devices(mesh_config))
     shape = mesh_shape(mesh_config, len(devices))
     return jax.make_mesh(shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES),
                          devices=devices)

@@ -62,7 +62,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
         raise ConfigError("init_from must name a checkpoint to evaluate")
     if config.init_from and not pathlib.Path(config.init_from).exists():
         raise ConfigError(f"init_from={config.init_from!r} does not exist")
-    num_devices = num_devices or jax.device_count()
+    num_devices = num_devices or len(sharding.mesh_devices(config.mesh.to_dict()))
     shape = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(config.mesh.to_dict(), num_devices)))
     batch_ways = shape["data"] * shape["fsdp"]
     if config.batch_size % batch_ways:

@@ -1,6 +1,7 @@
-"""The quickstart job: learning happens, outputs land in the workdir, bad configs are refused early."""
+"""The training system end to end: learning, outputs, init/eval jobs, faults and refusals."""
 
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -9,61 +10,142 @@ import numpy as np
 import pytest
 
 from configs import quickstart
-from everest_jax import checkpoint, train
+from everest_jax import checkpoint, optim, sharding, train
 from everest_jax.config import ConfigError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def small_config(job="pretrain", **overrides):
     config = quickstart.get_config(f"job={job}")
-    config.total_steps = 25
+    config.mesh.num_devices = 1  # these tests are about the loop, not the mesh
+    config.total_steps = 20
     config.log_every = 5
-    config.data.num_examples = 64
-    config.optimizer.base_lr = 0.032  # 1e-3 at batch 8
+    config.batch_size = 8
+    config.data.num_examples = 256
+    config.data.num_eval_examples = 16
+    config.eval.num_clips, config.eval.num_crops = 1, 1
+    config.checkpoint.every_steps = 5
+    config.checkpoint.async_save = False
+    config.warmup_steps = 0
     config.update_from_flattened_dict(overrides)
     return config
 
 
-@pytest.mark.parametrize("masking", ["everest", "tube"])
-def test_pretraining_reduces_reconstruction_loss(tmp_path, masking):
-    final = train.run(small_config(**{"model.masking": masking}), str(tmp_path))
-    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [x["step"] for x in lines] == [5, 10, 15, 20, 25]
-    assert lines[-1]["loss"] < 0.95 * lines[0]["loss"], lines
-    config, kind, params = checkpoint.load_params(final["checkpoint"])
-    assert kind == "pretrain" and config.masking == masking
-    assert params["mask_token"].shape == (1, 1, config.decoder_width)
-    assert json.loads((tmp_path / "config.json").read_text())["model"]["masking"] == masking
+def read_metrics(workdir):
+    return [json.loads(x) for x in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_finetuning_learns_motion_direction(tmp_path):
-    config = small_config("finetune", total_steps=60, **{"data.num_examples": 128})
-    config.batch_size = 16
-    config.optimizer.base_lr = 0.016 * 3  # 3e-3 at batch 16
-    config.warmup_steps = 5
-    train.run(config, str(tmp_path))
-    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert lines[-1]["loss"] < lines[0]["loss"] - 0.05, lines
+def test_quickstart_pretraining_loss_falls_and_outputs_land(tmp_path):
+    config = small_config(total_steps=60, log_every=10, batch_size=16)
+    final = train.run(config, str(tmp_path))
+    lines = [m for m in read_metrics(tmp_path) if "loss" in m]
+    assert [m["step"] for m in lines] == [10, 20, 30, 40, 50, 60]
+    # Normalised-pixel targets: predicting the mean gives 1.0; the loss must fall well below the start.
+    assert lines[-1]["loss"] < 0.85 * lines[0]["loss"], lines
+    assert (tmp_path / "tensorboard").is_dir() and any((tmp_path / "tensorboard").iterdir())
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["masking"] == "everest"
+    model_config, kind, params = checkpoint.load_params(final["final_params"])
+    assert kind == "pretrain" and params["mask_token"].shape == (1, 1, model_config.decoder_width)
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [50, 55, 60]
 
 
-def test_weight_decay_mask_skips_biases_norms_and_mask_token():
+def test_quickstart_finetune_beats_chance_by_a_wide_margin(tmp_path):
+    """4 motion directions: chance is 25 %; the short fine-tune must reach at least 55 % top-1 on
+    held-out videos with multi-view testing (it reaches ~90 % in the full 300-step quickstart)."""
+    config = quickstart.get_config("job=finetune")
+    config.total_steps = 250
+    config.data.num_eval_examples = 128
+    config.eval.num_clips, config.eval.num_crops = 2, 3
+    config.checkpoint.every_steps = 1000
+    final = train.run(config, str(tmp_path))
+    assert final["eval_videos"] == 128
+    assert final["eval_top1"] >= 0.55, final
+    assert final["eval_top5"] == 1.0  # 4 classes
+
+
+def test_finetune_initialises_encoder_from_pretraining_and_evaluate_job(tmp_path):
+    pre = train.run(small_config(total_steps=5), str(tmp_path / "pre"))
+    _, _, pre_params = checkpoint.load_params(pre["final_params"])
+    config = small_config("finetune", total_steps=1, init_from=str(tmp_path / "pre"))
+    config.optimizer.base_lr = 1e-9  # one step that barely moves anything
+    ft = train.run(config, str(tmp_path / "ft"))
+    _, kind, ft_params = checkpoint.load_params(ft["final_params"])
+    assert kind == "classifier" and "norm" not in ft_params["encoder"]  # mean pooling drops it
+    kernel = ft_params["encoder"]["transformer"]["block_1"]["mlp"]["fc1"]["kernel"]
+    np.testing.assert_allclose(kernel, pre_params["encoder"]["transformer"]["block_1"]["mlp"]["fc1"]["kernel"],
+                               atol=1e-6)
+    ev = train.run(small_config("evaluate", init_from=ft["final_params"]), str(tmp_path / "ev"))
+    assert ev["eval_videos"] == 16 and 0 <= ev["eval_top1"] <= 1
+    with pytest.raises(ConfigError, match="does not fit the model"):
+        train.run(small_config("finetune", init_from=str(tmp_path / "pre"), **{"model.width": 32}),
+                  str(tmp_path / "bad"))
+
+
+def test_weight_decay_mask_and_layer_decay():
     params = {"mask_token": np.zeros((1, 1, 4)), "dense": {"kernel": np.zeros((2, 2)), "bias": np.zeros(2)},
-              "norm": {"scale": np.zeros(2)}}
-    mask = train.weight_decay_mask(params)
-    assert mask == {"mask_token": False, "dense": {"kernel": True, "bias": False}, "norm": {"scale": False}}
+              "norm": {"scale": np.zeros(2)}, "scanned": {"bias": np.zeros((3, 2))}}
+    assert optim.weight_decay_mask(params) == {"mask_token": False, "dense": {"kernel": True, "bias": False},
+                                               "norm": {"scale": False}, "scanned": {"bias": False}}
+    tree = {"encoder": {"patch_embed": {"kernel": np.zeros((2, 2))},
+                        "transformer": {"block_0": {"k": np.zeros(2)}, "block_1": {"k": np.zeros(2)}}},
+            "head": {"kernel": np.zeros((2, 2))}}
+    scales = optim.layer_decay_scales(tree, depth=2, decay=0.5)
+    assert scales["encoder"]["patch_embed"]["kernel"] == 0.5**3
+    assert scales["encoder"]["transformer"]["block_0"]["k"] == 0.5**2
+    assert scales["encoder"]["transformer"]["block_1"]["k"] == 0.5
+    assert scales["head"]["kernel"] == 1.0
+
+
+def _nan_at(step, monkeypatch):
+    """Make the batch of the given (1-based) step all NaN."""
+    original, count = sharding.global_batch, [0]
+
+    def poisoned(local, mesh, size):
+        count[0] += 1
+        if count[0] == step:
+            local = dict(local, video=np.full_like(local["video"], np.nan))
+        return original(local, mesh, size)
+
+    monkeypatch.setattr(sharding, "global_batch", poisoned)
+
+
+def test_nonfinite_step_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    _nan_at(7, monkeypatch)
+    with pytest.raises(FloatingPointError, match="step 7"):
+        train.run(small_config(total_steps=20, log_every=5), str(tmp_path))
+    ckpt = checkpoint.TrainCheckpointer(tmp_path / "checkpoints", 5, 3, async_save=False)
+    assert ckpt.latest_step() == 5
+    state = ckpt.restore_state(5, None)
+    ckpt.close()
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state["params"]))
+
+
+def test_nonfinite_step_can_be_skipped_and_counted(tmp_path, monkeypatch):
+    _nan_at(3, monkeypatch)
+    final = train.run(small_config(total_steps=10, nonfinite="skip"), str(tmp_path))
+    assert final["nonfinite_steps"] == 1
+    _, _, params = checkpoint.load_params(final["final_params"])
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
 
 
 @pytest.mark.parametrize("override, field", [
     ({"job": "distill"}, "job"),
     ({"batch_size": 0}, "batch_size"),
+    ({"batch_size": 6, "mesh.num_devices": 4}, "batch_size=6 is not divisible by the data axes"),
+    ({"mesh.data": 3}, "mesh="),
+    ({"mesh.fsdp": 16, "mesh.data": 1, "mesh.num_devices": 0}, "mesh="),
+    ({"mesh.num_devices": 64}, "mesh.num_devices"),
     ({"warmup_steps": 50}, "warmup_steps"),
     ({"model.size": "XL"}, "model.size"),
     ({"model.patch_size": 7}, "model.patch_size"),
-    ({"data.num_examples": 4}, "data.num_examples"),
+    ({"init_from": "/nonexistent/run"}, "init_from"),
+    ({"optimizer.layer_decay": 0.0}, "optimizer.layer_decay"),
 ])
 def test_bad_run_config_is_refused_before_compiling(tmp_path, override, field, monkeypatch):
     compiled = []
     monkeypatch.setattr(jax, "jit", lambda *a, **k: compiled.append(1))
-    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.").replace("(", r"\(")):
         train.run(small_config(**override), str(tmp_path))
     assert not compiled
 
@@ -72,7 +154,7 @@ def test_cli_reports_config_errors_without_traceback(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "everest_jax.main", "--config", "configs/quickstart.py",
          "--workdir", str(tmp_path), "--config.model.num_frames=7"],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode != 0
     assert "model.num_frames=7 is not divisible by model.tubelet_size=2" in out.stderr + out.stdout
     assert "Traceback" not in out.stderr
