@@ -53,8 +53,12 @@ def load_params(path: str | os.PathLike) -> tuple[ModelConfig, str, dict]:
     meta = json.loads((path / CONFIG_FILE).read_text())
     config = ModelConfig.from_dict(meta["model"])
     with ocp.StandardCheckpointer() as ckptr:
-        params = ckptr.restore(path / "params")
-    return config, meta["kind"], params
+        # Restore onto this host's first device, whatever mesh or hosts wrote the arrays.
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                              ckptr.metadata(path / "params").item_metadata.tree)
+        params = ckptr.restore(path / "params", target)
+    return config, meta["kind"], jax.tree.map(np.asarray, params)
 
 
 class TrainCheckpointer:
@@ -95,8 +99,14 @@ class TrainCheckpointer:
                                         data=self._grain.checkpoint.CheckpointRestore(data_iterator))
         return self.manager.restore(step, args=args)["state"]
 
-    def restore_state(self, step: int, abstract_state):
-        """Restore only the train state (e.g. to initialise another run from it)."""
+    def restore_state(self, step: int, abstract_state=None):
+        """Restore only the train state (e.g. to initialise another run from it); without a target,
+        as arrays on this host's first device."""
+        if abstract_state is None:
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            tree = self.manager.item_metadata(step)["state"]
+            tree = getattr(tree, "tree", tree)
+            abstract_state = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
         args = self._ocp.args.Composite(state=self._ocp.args.StandardRestore(abstract_state))
         return self.manager.restore(step, args=args)["state"]
 
