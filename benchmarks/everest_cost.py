@@ -14,21 +14,24 @@ pass, so absolute figures are ~6x the paper's forward GMACs; the ratios are what
 The last line of stdout is one JSON object.
 """
 
+import argparse
 import json
 import os
 import platform
+import sys
 import time
 
-from absl import app, flags
 
-flags.DEFINE_string("model", "tiny", "model size: tiny, S, B, L, H")
-flags.DEFINE_integer("frames", 16, "frames per clip")
-flags.DEFINE_integer("image_size", 64, "square frame size")
-flags.DEFINE_integer("patch_size", 16, "patch size")
-flags.DEFINE_integer("batch", 2, "clips per step")
-flags.DEFINE_integer("iters", 3, "timed steps per variant (after one warm-up step)")
-flags.DEFINE_string("dtype", "float32", "compute dtype")
-FLAGS = flags.FLAGS
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="tiny", help="model size: tiny, S, B, L, H")
+    p.add_argument("--frames", type=int, default=16, help="frames per clip")
+    p.add_argument("--image-size", type=int, default=64, help="square frame size")
+    p.add_argument("--patch-size", type=int, default=16)
+    p.add_argument("--batch", type=int, default=2, help="clips per step")
+    p.add_argument("--iters", type=int, default=3, help="timed steps per variant (after one warm-up step)")
+    p.add_argument("--dtype", default="float32", help="compute dtype")
+    return p.parse_args(argv)
 
 
 def _cost(compiled):
@@ -40,7 +43,7 @@ def _cost(compiled):
     return float(cost["flops"]), peak
 
 
-def measure(model, loss_fn, batch):
+def measure(model, loss_fn, batch, iters):
     """Compile a full train step for `model` and return {gflops, peak_gib, step_ms}."""
     import flax.linen as nn
     import jax
@@ -63,7 +66,7 @@ def measure(model, loss_fn, batch):
     params, opt_state, loss = compiled(params, opt_state, video, labels, jax.random.key(3))
     jax.block_until_ready(loss)
     times = []
-    for i in range(FLAGS.iters):
+    for i in range(iters):
         start = time.perf_counter()
         params, opt_state, loss = compiled(params, opt_state, video, labels, jax.random.key(4 + i))
         jax.block_until_ready(loss)
@@ -71,23 +74,24 @@ def measure(model, loss_fn, batch):
     return {"gflops": flops / batch / 1e9, "peak_gib": peak / 2**30, "step_ms": 1e3 * sorted(times)[len(times) // 2]}
 
 
-def main(argv):
-    del argv
+def main(argv=None):
+    args = parse_args(argv)
     import jax
 
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from everest_jax import ModelConfig, objectives
     from everest_jax.models import Classifier, PretrainingModel
 
-    base = dict(size=FLAGS.model, num_frames=FLAGS.frames, image_size=FLAGS.image_size,
-                patch_size=FLAGS.patch_size, dtype=FLAGS.dtype, num_classes=101)
+    base = dict(size=args.model, num_frames=args.frames, image_size=args.image_size,
+                patch_size=args.patch_size, dtype=args.dtype, num_classes=101)
 
     def pretrain(masking):
         model = PretrainingModel(ModelConfig(**base, masking=masking))
-        return measure(model, lambda p, v, l, r: objectives.pretrain_loss(p, model, v, r), FLAGS.batch)
+        return measure(model, lambda p, v, l, r: objectives.pretrain_loss(p, model, v, r), args.batch, args.iters)
 
     def finetune(keep):
         model = Classifier(ModelConfig(**base, finetune_keep_ratio=keep))
-        return measure(model, lambda p, v, l, r: objectives.classification_loss(p, model, v, l, r), FLAGS.batch)
+        return measure(model, lambda p, v, l, r: objectives.classification_loss(p, model, v, l, r), args.batch, args.iters)
 
     result = {"pretrain": {"everest": pretrain("everest"), "videomae_tube": pretrain("tube"),
                            "random": pretrain("random")},
@@ -98,9 +102,9 @@ def main(argv):
             for key in ("gflops", "peak_gib", "step_ms"):
                 entry[key + "_ratio"] = entry[key] / ref[key]
     config = ModelConfig(**base)
-    result["config"] = {"model": FLAGS.model, "frames": FLAGS.frames, "image_size": FLAGS.image_size,
-                        "patch_size": FLAGS.patch_size, "batch": FLAGS.batch, "tokens": config.num_tokens,
-                        "dtype": FLAGS.dtype}
+    result["config"] = {"model": args.model, "frames": args.frames, "image_size": args.image_size,
+                        "patch_size": args.patch_size, "batch": args.batch, "tokens": config.num_tokens,
+                        "dtype": args.dtype}
     result["machine"] = {"device": jax.devices()[0].device_kind, "platform": jax.default_backend(),
                          "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                          "jax": jax.__version__}
@@ -115,4 +119,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    main()
