@@ -8,6 +8,7 @@ with Python ints, which is what keeps EVEREST's dynamic idea (per-video token se
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any, Mapping
 
 # encoder width/depth/heads; decoder width/heads (VideoMAE/EVEREST releases; "tiny" is ours).
@@ -24,6 +25,23 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 class ConfigError(ValueError):
     """An invalid configuration; the message names the offending field(s)."""
+
+
+def _image_size(value: Any) -> tuple:
+    """An int, a 1-tuple (a command-line override of a tuple field) or (height, width) of ints.
+
+    Anything else (None, floats, strings, bools) is refused rather than truncated.
+    """
+    def is_int(s):
+        return isinstance(s, numbers.Integral) and not isinstance(s, bool)
+
+    if is_int(value):
+        value = (value, value)
+    if not isinstance(value, (tuple, list)) or not all(is_int(s) for s in value):
+        raise ConfigError(f"model.image_size={value!r} must be a positive int or (height, width) of ints")
+    if len(value) == 1:
+        value = (value[0], value[0])
+    return tuple(int(s) for s in value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,12 +88,7 @@ class ModelConfig:
     scan: bool = False
 
     def __post_init__(self):
-        image_size = self.image_size
-        if isinstance(image_size, int):
-            image_size = (image_size, image_size)
-        elif len(image_size) == 1:  # e.g. a command-line override of a tuple field with one int
-            image_size = (image_size[0], image_size[0])
-        object.__setattr__(self, "image_size", tuple(int(s) for s in image_size))
+        object.__setattr__(self, "image_size", _image_size(self.image_size))
         if self.size not in SIZES:
             raise ConfigError(f"model.size={self.size!r} is not a known size; choose one of {sorted(SIZES)}")
         for name, value in SIZES[self.size].items():
@@ -151,6 +164,9 @@ class ModelConfig:
                 raise ConfigError(f"model.{name}={value!r} must be a positive integer")
         if len(self.image_size) != 2 or min(self.image_size) <= 0:
             raise ConfigError(f"model.image_size={self.image_size!r} must be a positive int or (height, width)")
+        if not (isinstance(self.mlp_ratio, (int, float)) and not isinstance(self.mlp_ratio, bool)
+                and self.mlp_ratio > 0 and self.mlp_dim >= 1):
+            raise ConfigError(f"model.mlp_ratio={self.mlp_ratio!r} must be a positive number")
         if self.num_frames % self.tubelet_size:
             raise ConfigError(f"model.num_frames={self.num_frames} is not divisible by "
                               f"model.tubelet_size={self.tubelet_size}")
@@ -175,7 +191,7 @@ class ModelConfig:
             raise ConfigError(f"model.drop_path={self.drop_path!r} must be in [0, 1)")
         if not 0.0 <= self.head_dropout < 1.0:
             raise ConfigError(f"model.head_dropout={self.head_dropout!r} must be in [0, 1)")
-        if self.num_classes < 0:
+        if not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) or self.num_classes < 0:
             raise ConfigError(f"model.num_classes={self.num_classes!r} must be >= 0")
         motion = self.masking == "everest" or self.finetune_keep_ratio < 1.0
         if motion and self.grid[0] < 2:

@@ -1,144 +1,516 @@
-"""Token and frame selection: hand-computed cases, set properties, static shapes, statistics, real video."""
+"""Token and frame selection: exact small cases, set properties against numpy references, static
+shapes under jit, the sampling distribution of frame pairs, and motion selection on a real clip."""
+
+import dataclasses
+import functools
 
 import av
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import sample_video_path
 
 from everest_jax import ModelConfig, selection
+from everest_jax.models import TubeletEmbed
 from everest_jax.targets import patchify
+
+N_OFFICIAL = 1568  # ViT-B 16 frames x 224^2, tubelet 2, patch 16: 8 * 14 * 14 tokens
+TINY_N = 96  # the tiny test config below: 4 * 4 * 6 tokens
+
+
+def distinct_scores(batch, n, seed=0):
+    """(B, N) float32 scores without ties, so the top K is unambiguous."""
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.permutation(n).astype(np.float32) + 0.5 for _ in range(batch)])
+
+
+def np_top_k(scores, k):
+    """Independent reference: the sorted indices of the k largest scores of each row."""
+    return np.sort(np.argsort(-scores, axis=1, kind="stable")[:, :k], axis=1)
+
+
+def assert_sorted_int32(idx):
+    idx = np.asarray(idx)
+    assert idx.dtype == np.int32
+    assert np.all(np.diff(idx, axis=-1) > 0), "indices must be strictly ascending"
+
+
+# ---- motion_scores ------------------------------------------------------------------------------
 
 
 def test_motion_scores_hand_computed():
-    # (B=1, T'=3, L=2, D=2): step 1 - step 0 = (3, 4) at l=0 -> 5; step 2 - step 1 = (0, 1) at l=0 -> 1
-    e = jnp.array([[[[0, 0], [1, 1]], [[3, 4], [1, 1]], [[3, 5], [1, 3]]]], jnp.float32)
-    scores = selection.motion_scores(e)
-    # (t, h, w) order; step 0 copies step 1
-    np.testing.assert_allclose(scores, [[5, 0, 5, 0, 1, 2]], rtol=1e-6)
-    grad = jax.grad(lambda x: selection.motion_scores(x).sum())(e + 0.5)
-    assert not np.any(grad)
-    with pytest.raises(ValueError, match="T' >= 2"):
-        selection.motion_scores(e[:, :1])
+    # (B=1, T'=3, L=2, D=2). Token (t, l) -> flat index t*L + l.
+    e = np.array([[[[0, 0], [1, 1]],      # t=0
+                   [[3, 4], [1, 3]],      # t=1: |(3,4)| = 5, |(0,2)| = 2
+                   [[9, 12], [1, 4]]]],   # t=2: |(6,8)| = 10, |(0,1)| = 1
+                 np.float32)
+    want = np.array([[5, 2, 5, 2, 10, 1]], np.float32)  # step 0 copies step 1
+    got = selection.motion_scores(jnp.asarray(e))
+    assert got.shape == (1, 6) and got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    # Batch entries are independent; scaling an example scales its scores.
+    got2 = selection.motion_scores(jnp.asarray(np.concatenate([e, -3 * e])))
+    np.testing.assert_allclose(got2, np.concatenate([want, 3 * want]), rtol=1e-6)
 
 
-def test_pretrain_split_is_a_shuffled_top_k():
-    n = 1568
-    scores = jax.random.uniform(jax.random.key(0), (3, n))
-    visible, target = selection.pretrain_token_split(jax.random.key(1), scores)
-    assert visible.shape == (3, 156) and target.shape == (3, 314)  # the official ViT-B numbers
-    assert visible.dtype == jnp.int32 and target.dtype == jnp.int32
-    top = np.argsort(-np.asarray(scores), axis=1)[:, :470]
-    for b in range(3):
-        v, t = np.asarray(visible[b]), np.asarray(target[b])
-        assert np.all(np.diff(v) > 0) and np.all(np.diff(t) > 0)
-        assert not set(v) & set(t)
-        assert set(v) | set(t) == set(top[b])
-    v2, _ = selection.pretrain_token_split(jax.random.key(2), scores)
-    v3, _ = selection.pretrain_token_split(jax.random.key(1), scores)
-    assert not np.array_equal(v2, visible)  # another rng, another split of the same top-K
-    np.testing.assert_array_equal(v3, visible)
-    same = jnp.tile(scores[:1], (2, 1))  # identical clips are shuffled independently
-    vs, _ = selection.pretrain_token_split(jax.random.key(1), same)
-    assert not np.array_equal(vs[0], vs[1])
+def test_motion_scores_shape_and_order_against_numpy():
+    e = np.random.default_rng(1).normal(size=(2, 4, 6, 5)).astype(np.float32)
+    want = np.linalg.norm(e[:, 1:] - e[:, :-1], axis=-1)  # (B, T'-1, L)
+    want = np.concatenate([want[:, :1], want], axis=1).reshape(2, 4 * 6)
+    got = selection.motion_scores(jnp.asarray(e))
+    assert got.shape == (2, 24)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    # bfloat16 embeddings still give float32 scores.
+    assert selection.motion_scores(jnp.asarray(e, jnp.bfloat16)).dtype == jnp.float32
 
 
-def test_selection_is_static_under_jit():
-    f = jax.jit(lambda r, s: selection.pretrain_token_split(r, s, 0.3, 0.1))
-    shapes = {tuple(x.shape for x in f(jax.random.key(i), jax.random.normal(jax.random.key(i), (2, 200))))
-              for i in range(3)}
-    assert shapes == {((2, 20), (2, 40))}
-    out = jax.eval_shape(selection.finetune_token_keep, jax.ShapeDtypeStruct((4, 200), jnp.float32))
-    assert out.shape == (4, 120)
+def test_motion_scores_pass_no_gradient():
+    e = jnp.asarray(np.random.default_rng(2).normal(size=(2, 3, 4, 8)), jnp.float32)
+    g = jax.grad(lambda x: selection.motion_scores(x).sum())(e)
+    assert g.shape == e.shape
+    np.testing.assert_array_equal(g, 0.0)
+    # Also with identical steps (distance 0, where sqrt's derivative is infinite): no NaN leaks.
+    same = jnp.ones((2, 3, 4, 8))
+    np.testing.assert_array_equal(jax.grad(lambda x: selection.motion_scores(x).sum())(same), 0.0)
 
 
-def test_finetune_keep_is_the_sorted_deterministic_top_k():
-    scores = jax.random.normal(jax.random.key(3), (2, 50))
-    keep = selection.finetune_token_keep(scores, 0.6)
-    want = np.sort(np.argsort(-np.asarray(scores), axis=1)[:, :30], axis=1)
-    np.testing.assert_array_equal(keep, want)
-    np.testing.assert_array_equal(selection.finetune_token_keep(scores, 0.6), keep)
+@pytest.mark.parametrize("shape", [(2, 1, 4, 8), (3, 4, 8), (2, 0, 4, 8)])
+def test_motion_scores_refuse_fewer_than_two_steps(shape):
+    with pytest.raises(ValueError, match="T'"):
+        selection.motion_scores(jnp.zeros(shape))
 
 
-def test_tube_and_random_masks():
-    grid = (4, 3, 5)
-    visible, masked = selection.tube_mask(jax.random.key(0), 2, grid, 0.9)
-    assert masked.shape == (2, 4 * 13) and visible.shape == (2, 4 * 2)  # int(0.9*15) = 13 per step
+# ---- EVEREST pre-training split -----------------------------------------------------------------
+
+split = functools.partial(selection.pretrain_token_split, keep_ratio=0.3, visible_ratio=0.1)
+# One (400, N_official) score matrix shared by the split tests, so the eager primitives compile
+# once: rows 0-2 are distinct, rows 3-399 repeat row 0 (for the per-example independence test).
+SCORES = distinct_scores(3, N_OFFICIAL)
+SCORES = np.concatenate([SCORES, np.repeat(SCORES[:1], 397, axis=0)])
+
+
+@pytest.mark.parametrize("n, v, k", [(N_OFFICIAL, 156, 470), (TINY_N, 9, 28)])
+def test_pretrain_split_is_a_partition_of_the_top_k(n, v, k):
+    scores = SCORES if n == N_OFFICIAL else distinct_scores(2, n)  # as in the dispatch test
+    visible, targets = split(jax.random.key(0), jnp.asarray(scores))
+    assert visible.shape == (len(scores), v) and targets.shape == (len(scores), k - v)
+    assert_sorted_int32(visible)
+    assert_sorted_int32(targets)
+    top = np_top_k(scores, k)
     for b in range(2):
-        m = np.asarray(masked[b]).reshape(4, 13) % 15
-        assert all(np.array_equal(m[0], m[t]) for t in range(4))  # the same positions every step
-        assert sorted(set(np.asarray(visible[b])) | set(np.asarray(masked[b]))) == list(range(60))
-    visible, masked = selection.random_mask(jax.random.key(1), 2, 60, 0.9)
-    assert masked.shape == (2, 54) and visible.shape == (2, 6)
-    assert set(np.asarray(visible[0])) | set(np.asarray(masked[0])) == set(range(60))
-    assert not np.array_equal(visible[0], visible[1])
+        vis, tgt = set(np.asarray(visible[b]).tolist()), set(np.asarray(targets[b]).tolist())
+        assert not vis & tgt
+        assert vis | tgt == set(top[b].tolist())
+
+
+def test_pretrain_split_is_jittable_with_static_shapes():
+    fn = jax.jit(selection.pretrain_token_split, static_argnames=("keep_ratio", "visible_ratio"))
+    s1, s2 = jnp.asarray(SCORES), jnp.asarray(SCORES[:, ::-1].copy())
+    v1, t1 = fn(jax.random.key(0), s1, keep_ratio=0.3, visible_ratio=0.1)
+    v2, t2 = fn(jax.random.key(7), s2, keep_ratio=0.3, visible_ratio=0.1)
+    assert v1.shape == v2.shape == (400, 156) and t1.shape == t2.shape == (400, 314)
+    assert fn._cache_size() == 1  # new values, same shapes -> no recompilation
+    assert not np.array_equal(v1, v2)
+    # jit gives the same result as eager execution.
+    ve, te = split(jax.random.key(0), s1)
+    np.testing.assert_array_equal(v1, ve)
+    np.testing.assert_array_equal(t1, te)
+    # Shapes are known without running anything.
+    out = jax.eval_shape(split, jax.random.key(0), jax.ShapeDtypeStruct((4, N_OFFICIAL), jnp.float32))
+    assert [(o.shape, o.dtype) for o in out] == [((4, 156), jnp.int32), ((4, 314), jnp.int32)]
+    out = jax.eval_shape(split, jax.random.key(0), jax.ShapeDtypeStruct((2, 96), jnp.float32))
+    assert [o.shape for o in out] == [(2, 9), (2, 19)]
+
+
+def test_pretrain_split_rng_changes_the_split_not_the_kept_set():
+    scores = jnp.asarray(SCORES)
+    va, ta = split(jax.random.key(0), scores)
+    vb, tb = split(jax.random.key(1), scores)
+    vc, tc = split(jax.random.key(0), scores)
+    np.testing.assert_array_equal(va, vc)  # same key -> same split
+    np.testing.assert_array_equal(ta, tc)
+    for b in range(3):
+        assert not np.array_equal(va[b], vb[b])  # another key -> another split ...
+        # ... of the same kept set.
+        assert set(np.concatenate([va[b], ta[b]]).tolist()) == set(np.concatenate([vb[b], tb[b]]).tolist())
+
+
+def test_pretrain_split_is_independent_per_example():
+    # 398 identical rows (0 and 3-399): each gets its own split of the same kept set, and each kept
+    # token is visible with probability V/K = 156/470; a split that always took, e.g., the
+    # highest-scoring kept tokens as visible (or one shuffle for the batch) gives 0 or 1 per token.
+    visible, targets = split(jax.random.key(4), jnp.asarray(SCORES))
+    v, t = np.asarray(visible)[[0, *range(3, 400)]], np.asarray(targets)[[0, *range(3, 400)]]
+    rows = len(v)
+    kept = np_top_k(SCORES[:1], 470)[0]
+    for b in range(rows):
+        np.testing.assert_array_equal(np.sort(np.concatenate([v[b], t[b]])), kept)
+    assert not np.array_equal(v[0], v[1])
+    assert len({tuple(r) for r in v}) == rows
+    freq = np.bincount(v.ravel(), minlength=N_OFFICIAL)[kept] / rows
+    # Binomial(398, 0.332): sd 0.024; 0.15 is > 6 sd, so all 470 tokens stay inside (fixed key).
+    np.testing.assert_allclose(freq, 156 / 470, atol=0.15)
+
+
+def test_pretrain_split_rejects_empty_visible_or_target_sets():
+    scores = jnp.asarray(distinct_scores(1, 100))
+    for keep, vis in [(0.3, 0.3), (0.3, 0.4), (0.3, 0.001)]:
+        with pytest.raises(ValueError):
+            selection.pretrain_token_split(jax.random.key(0), scores, keep, vis)
+
+
+# ---- fine-tuning keep ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, k", [(N_OFFICIAL, 940), (96, 57)])
+def test_finetune_keep_is_the_deterministic_top_k(n, k):
+    scores = distinct_scores(3, n, seed=5)
+    keep = selection.finetune_token_keep(jnp.asarray(scores), 0.6)
+    assert keep.shape == (3, k)
+    assert_sorted_int32(keep)
+    np.testing.assert_array_equal(keep, np_top_k(scores, k))
+    np.testing.assert_array_equal(keep, selection.finetune_token_keep(jnp.asarray(scores), 0.6))
+    # Every kept token scores at least as high as every dropped one.
+    for b in range(3):
+        dropped = np.setdiff1d(np.arange(n), keep[b])
+        assert scores[b, np.asarray(keep[b])].min() > scores[b, dropped].max()
+
+
+def test_finetune_keep_all_and_jit():
+    scores = jnp.asarray(distinct_scores(2, 30))
+    np.testing.assert_array_equal(selection.finetune_token_keep(scores, 1.0), np.tile(np.arange(30), (2, 1)))
+    fn = jax.jit(selection.finetune_token_keep, static_argnums=1)
+    np.testing.assert_array_equal(fn(scores, 0.5), selection.finetune_token_keep(scores, 0.5))
+
+
+# ---- VideoMAE tube masking and random masking --------------------------------------------------
+# Shapes match the tiny config of the dispatch test below, so eager compilations are shared.
+TINY = ModelConfig(size="tiny", num_frames=8, image_size=(32, 48), patch_size=8)  # grid (4, 4, 6)
+
+
+def test_tube_mask():
+    grid = TINY.grid
+    steps, h, w = grid
+    positions, batch = h * w, 2
+    masked_per_step = int(0.9 * positions)
+    visible, masked = selection.tube_mask(jax.random.key(0), batch, grid, 0.9)
+    assert visible.shape == (batch, steps * (positions - masked_per_step))
+    assert masked.shape == (batch, steps * masked_per_step)
+    assert_sorted_int32(visible)
+    assert_sorted_int32(masked)
+    v, m = np.asarray(visible), np.asarray(masked)
+    for b in range(batch):
+        assert not set(v[b]) & set(m[b])
+        assert set(v[b]) | set(m[b]) == set(range(steps * positions))
+        # The same spatial positions at every time step, int(0.9*L) of them per step.
+        for idx, per in ((m[b], masked_per_step), (v[b], positions - masked_per_step)):
+            per_step = idx.reshape(steps, per)
+            np.testing.assert_array_equal(per_step // positions, np.repeat(np.arange(steps)[:, None], per, 1))
+            spatial = per_step % positions
+            np.testing.assert_array_equal(spatial, np.broadcast_to(spatial[0], spatial.shape))
+    assert not np.array_equal(v[0], v[1])  # different clips get different tubes
+
+
+def test_mask_official_counts():
+    vis, msk = jax.eval_shape(lambda k: selection.tube_mask(k, 2, (8, 14, 14), 0.9), jax.random.key(0))
+    assert vis.shape == (2, 160) and msk.shape == (2, 1408)
+    vis, msk = jax.eval_shape(lambda k: selection.random_mask(k, 2, N_OFFICIAL, 0.9), jax.random.key(0))
+    assert vis.shape == (2, 157) and msk.shape == (2, 1411)
+
+
+def test_random_mask():
+    batch, n = 2, TINY.num_tokens
+    m_count = int(0.9 * n)
+    visible, masked = selection.random_mask(jax.random.key(0), batch, n, 0.9)
+    assert visible.shape == (batch, n - m_count) and masked.shape == (batch, m_count)
+    assert_sorted_int32(visible)
+    assert_sorted_int32(masked)
+    v, m = np.asarray(visible), np.asarray(masked)
+    for b in range(batch):
+        assert not set(v[b]) & set(m[b])
+        assert set(v[b]) | set(m[b]) == set(range(n))
+    assert not np.array_equal(v[0], v[1])
+    # Not tube-structured: 10 visible tokens spread over more than 10/4 spatial positions.
+    assert len(set((v[0] % TINY.tokens_per_step).tolist())) > v.shape[1] // TINY.grid[0]
 
 
 @pytest.mark.parametrize("masking", ["everest", "tube", "random"])
-def test_pretrain_masks_dispatch(masking):
-    config = ModelConfig(size="tiny", num_frames=8, image_size=32, patch_size=8, masking=masking)
-    v, t = selection.pretrain_masks(jax.random.key(0), jnp.ones((2, config.num_tokens)), config)
-    assert (v.shape[1], t.shape[1]) == config.pretrain_counts
+def test_pretrain_masks_dispatch_gives_the_config_counts(masking):
+    config = dataclasses.replace(TINY, masking=masking)
+    scores = distinct_scores(2, config.num_tokens)
+    visible, targets = selection.pretrain_masks(jax.random.key(0), jnp.asarray(scores), config)
+    v_count, t_count = config.pretrain_counts
+    assert visible.shape == (2, v_count) and targets.shape == (2, t_count)
+    assert_sorted_int32(visible)
+    assert_sorted_int32(targets)
+    v, t = np.asarray(visible), np.asarray(targets)
+    for b in range(2):
+        assert not set(v[b]) & set(t[b])
+        union = set(v[b]) | set(t[b])
+        if masking == "everest":  # only the motion-rich tokens, none of the rest
+            assert union == set(np_top_k(scores, v_count + t_count)[b].tolist())
+        else:  # the baselines reconstruct everything not visible
+            assert union == set(range(config.num_tokens))
+    if masking == "tube":
+        steps, positions = config.grid[0], config.tokens_per_step
+        spatial = t[0].reshape(steps, -1) % positions
+        np.testing.assert_array_equal(spatial, np.broadcast_to(spatial[0], spatial.shape))
 
 
-def test_frame_pair_scores_and_gather():
-    scores = jnp.array([[0, 0, 9, 9, 1, 1, 8, 0]], jnp.float32)  # T'=4 steps, L=2
-    counts = selection.frame_pair_scores(scores, 4, keep_ratio=0.5)  # top 4: 2, 3, 6, (4 or 5)
-    assert counts.sum() == 4 and counts[0, 1] == 2 and counts[0, 0] == 0
-    video = jnp.arange(8, dtype=jnp.float32)[None, :, None, None, None] * jnp.ones((1, 8, 2, 2, 1))
-    frames = selection.gather_frame_pairs(video, jnp.array([[1, 3]]), 2)
-    np.testing.assert_array_equal(frames[0, :, 0, 0, 0], [2, 3, 6, 7])
-    assert selection.num_candidate_frames(16, 1.5, 2) == 24
+def test_pretrain_masks_official_counts():
+    scores = jax.ShapeDtypeStruct((1, N_OFFICIAL), jnp.float32)
+    for masking, counts in [("everest", (156, 314)), ("tube", (160, 1408)), ("random", (157, 1411))]:
+        config = ModelConfig(masking=masking)
+        visible, targets = jax.eval_shape(lambda k, s: selection.pretrain_masks(k, s, config),
+                                          jax.random.key(0), scores)
+        assert (visible.shape[1], targets.shape[1]) == counts == config.pretrain_counts
+
+
+# ---- information-intensive frame selection ------------------------------------------------------
+
+
+def test_frame_pair_scores_hand_case():
+    # T'=3 steps of L=2 tokens; keep int(0.5*6) = 3: tokens 0 (0.9), 1 (0.8), 4 (0.7) -> steps 0, 0, 2.
+    scores = jnp.asarray([[0.9, 0.8, 0.1, 0.2, 0.7, 0.3],
+                          [0.1, 0.2, 0.9, 0.8, 0.3, 0.7]])
+    got = selection.frame_pair_scores(scores, 3, keep_ratio=0.5)
+    assert got.dtype == jnp.float32
+    np.testing.assert_array_equal(got, [[2, 0, 1], [0, 2, 1]])
+
+
+def test_frame_pair_scores_against_numpy():
+    steps, positions = 12, 49
+    scores = distinct_scores(3, steps * positions, seed=9)
+    got = np.asarray(selection.frame_pair_scores(jnp.asarray(scores), steps, keep_ratio=0.3))
+    k = int(0.3 * steps * positions)
+    want = np.stack([np.bincount(np_top_k(scores, k)[b] // positions, minlength=steps) for b in range(3)])
+    assert got.shape == (3, steps)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got.sum(axis=1), k)
+
+
+def plackett_luce_inclusion_2(w):
+    """Exact P(item i is among 2 draws without replacement, each draw proportional to weight)."""
+    w = np.asarray(w, np.float64)
+    s = w.sum()
+    first = w / s
+    # i second: some j != i first, then i from the remaining weight s - w_j.
+    second = np.array([sum(w[j] / s * w[i] / (s - w[j]) for j in range(len(w)) if j != i)
+                       for i in range(len(w))])
+    return first + second
+
+
+# Every sampling test draws from (10000, 12) scores: the random bits compile once.
+ROWS, PAIRS = 10000, 12
+W = np.array([1.0, 2.0, 3.0, 4.0])
+W_PADDED = np.tile(np.concatenate([W, np.zeros(PAIRS - 4)]), (ROWS, 1))  # zero pairs are never drawn
+
+
+def test_sample_frame_pairs_single_draw_is_proportional_to_score():
+    rows, w = ROWS, W
+    draws = np.asarray(selection.sample_frame_pairs(jax.random.key(0), jnp.asarray(W_PADDED), 1))
+    assert draws.shape == (rows, 1) and draws.dtype == np.int32
+    counts = np.bincount(draws[:, 0], minlength=PAIRS)
+    assert counts[4:].sum() == 0
+    counts = counts[:4]
+    expected = rows * w / w.sum()
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    # Pearson chi-square, 3 degrees of freedom: the 0.999 quantile is 16.27, so a correct sampler
+    # fails this only with probability 1e-3 (and never, with this fixed key). Wrong laws are far
+    # out at 10000 rows: uniform gives chi2 ~ 3000, p ~ score^2 ~ 1100, softmax(score) ~ 2700.
+    assert chi2 < 16.27, (counts, expected, chi2)
+
+
+def test_sample_frame_pairs_several_draws_follow_plackett_luce():
+    rows, w = ROWS, W
+    draws = np.asarray(selection.sample_frame_pairs(jax.random.key(1), jnp.asarray(W_PADDED), 2))
+    assert draws.shape == (rows, 2)
+    assert np.all(draws[:, 0] < draws[:, 1])  # distinct and in temporal order
+    assert draws.max() < 4  # zero-score pairs never drawn
+    freq = np.bincount(draws.ravel(), minlength=4) / rows
+    assert np.all(np.diff(freq) > 0), freq  # inclusion is monotone in score
+    # Each item's inclusion is Bernoulli(p_i) per row: sd <= 0.005 at 10000 rows; 0.025 is 5 sd.
+    # Two independent draws with replacement (1 - (1 - p_i)^2: 0.19 ... 0.64 against PL's 0.23 ...
+    # 0.72) are off by up to 0.076, uniform inclusion (0.5 each) by up to 0.27.
+    np.testing.assert_allclose(freq, plackett_luce_inclusion_2(w), atol=0.025)
+
+
+def test_sample_frame_pairs_without_replacement_sorted_in_range():
+    rows, pairs, k = ROWS, PAIRS, 5
+    scores = np.random.default_rng(0).uniform(0.1, 5.0, size=(rows, pairs)).astype(np.float32)
+    draws = np.asarray(selection.sample_frame_pairs(jax.random.key(2), jnp.asarray(scores), k))
+    assert draws.shape == (rows, k) and draws.dtype == np.int32
+    assert draws.min() >= 0 and draws.max() < pairs
+    assert np.all(np.diff(draws, axis=1) > 0)  # sorted, hence no duplicates
+    # Rows are drawn independently: nearly all C(12, 5) = 792 subsets occur in 10000 rows.
+    assert len({tuple(r) for r in draws}) > 700
+    again = selection.sample_frame_pairs(jax.random.key(2), jnp.asarray(scores), k)
+    np.testing.assert_array_equal(draws, again)
+
+
+def test_sample_frame_pairs_never_draws_zero_score_pairs_when_enough_are_positive():
+    rows = ROWS
+    row = [0.0, 3.0, 0.0, 1.0, 2.0, 0.0, 0.001, 0.0, 0.0, 0.0, 0.0, 0.0]
+    scores = jnp.asarray(np.tile(row, (rows, 1)), jnp.float32)
+    draws = np.asarray(selection.sample_frame_pairs(jax.random.key(3), scores, 4))
+    np.testing.assert_array_equal(draws, np.tile([1, 3, 4, 6], (rows, 1)))
+    # With fewer positive pairs than requested, every positive pair is taken, the rest are zeros.
+    draws = np.asarray(selection.sample_frame_pairs(jax.random.key(4), scores, 6))
+    assert draws.shape == (rows, 6) and np.all(np.diff(draws, axis=1) > 0)
+    np.testing.assert_array_equal(np.isin(draws, [1, 3, 4, 6]).sum(axis=1), 4)
+
+
+def test_sample_frame_pairs_rejects_too_many_pairs():
     with pytest.raises(ValueError):
-        selection.num_candidate_frames(16, 0.5, 2)
+        selection.sample_frame_pairs(jax.random.key(0), jnp.ones((2, 4)), 5)
 
 
-def test_frame_pairs_are_drawn_without_replacement_in_proportion_to_score():
-    weights = jnp.array([1.0, 2.0, 3.0, 4.0])
-    n = 20000
-    first = jax.vmap(lambda k: selection.sample_frame_pairs(k, weights[None], 1)[0, 0])(
-        jax.random.split(jax.random.key(0), n))
-    freq = np.bincount(np.asarray(first), minlength=4) / n
-    # One draw is categorical(p = w / 10); the standard error of each frequency is < 0.0035.
-    np.testing.assert_allclose(freq, np.asarray(weights) / 10, atol=0.015)
-    pairs = jax.vmap(lambda k: selection.sample_frame_pairs(k, jnp.array([[5.0, 0, 1, 3, 0, 2]]), 3)[0])(
-        jax.random.split(jax.random.key(1), 2000))
-    pairs = np.asarray(pairs)
-    assert np.all(np.diff(pairs, axis=1) > 0)  # distinct and in temporal order
-    assert not np.isin(pairs, [1, 4]).any()  # zero-score pairs never drawn when 4 others score
-    inclusion = np.bincount(pairs.ravel(), minlength=6) / 2000
-    assert inclusion[0] > inclusion[3] > inclusion[5] > inclusion[2]  # monotone in score
+@pytest.mark.parametrize("tubelet", [2, 3])
+def test_gather_frame_pairs_returns_the_chosen_frames(tubelet):
+    batch, pairs = 2, 6
+    t = pairs * tubelet
+    # Frame t of clip b has value 100*b + t everywhere.
+    values = 100 * np.arange(batch)[:, None] + np.arange(t)[None, :]
+    video = np.broadcast_to(values[:, :, None, None, None], (batch, t, 2, 3, 1)).astype(np.float32)
+    video = jnp.asarray(video)
+    idx = jnp.asarray([[0, 3, 5], [1, 2, 4]], jnp.int32)
+    got = np.asarray(selection.gather_frame_pairs(video, idx, tubelet))
+    assert got.shape == (batch, 3 * tubelet, 2, 3, 1)
+    for b in range(batch):
+        want = [100 * b + p * tubelet + j for p in np.asarray(idx[b]) for j in range(tubelet)]
+        np.testing.assert_array_equal(got[b, :, 0, 0, 0], want)
+        np.testing.assert_array_equal(got[b], np.broadcast_to(got[b, :, :1, :1], got[b].shape))
 
 
-def _bikes_clip(path, frames=16, size=112):
-    with av.open(str(path)) as container:
-        out = []
-        for i, frame in enumerate(container.decode(video=0)):
-            if i >= 2 * frames:
+def test_num_candidate_frames():
+    assert selection.num_candidate_frames(16, 1.5, 2) == 24
+    assert selection.num_candidate_frames() == 24
+    assert selection.num_candidate_frames(16, 1.0, 2) == 16
+    assert selection.num_candidate_frames(16, 2, 2) == 32
+    assert selection.num_candidate_frames(8, 1.5, 4) == 12
+    assert isinstance(selection.num_candidate_frames(16, 1.5, 2), int)
+    for alpha in (0.5, 0.0, -1.0, 1.3):  # < 1, or 1.3 * 8 pairs is not an integer
+        with pytest.raises(ValueError, match="alpha"):
+            selection.num_candidate_frames(16, alpha, 2)
+
+
+# ---- real clips: selection follows the actual motion ---------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def decode_frames(name, count):
+    frames = []
+    with av.open(str(sample_video_path(name))) as container:
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if len(frames) == count:
                 break
-            if i % 2 == 0:  # every second frame: more motion per step
-                out.append(frame.to_ndarray(format="rgb24"))
-    video = np.stack(out).astype(np.float32) / 255.0  # (16, 272, 640, 3)
-    h, w = video.shape[1:3]
-    y0, x0 = (h - 2 * size) // 2, (w - 2 * size) // 2
-    return video[:, y0:y0 + 2 * size:2, x0:x0 + 2 * size:2]  # (16, 112, 112, 3)
+    return np.stack(frames)
 
 
-def test_selection_on_a_real_clip_follows_pixel_change(bikes_path):
-    video = _bikes_clip(bikes_path)
-    patches = patchify(jnp.asarray(video)[None], 2, 16)  # (1, N, 2*16*16, 3)
-    t_steps, positions = 8, 49
-    embeddings = patches.reshape(1, t_steps, positions, -1)  # raw-pixel "embedding"
-    scores = selection.motion_scores(embeddings)
-    # Independent measure of change: mean |pixel difference| between consecutive tubelets.
-    tub = np.asarray(embeddings[0])
-    change = np.abs(tub[1:] - tub[:-1]).mean(-1)
-    change = np.concatenate([change[:1], change]).reshape(-1)
-    keep = np.asarray(selection.finetune_token_keep(scores, 0.3)[0])
-    dropped = np.setdiff1d(np.arange(t_steps * positions), keep)
-    assert change[keep].mean() > 1.5 * change[dropped].mean()
-    random_subset = np.random.default_rng(0).choice(t_steps * positions, len(keep), replace=False)
-    assert change[keep].mean() > change[random_subset].mean()
-    visible, target = selection.pretrain_token_split(jax.random.key(0), scores)
-    kept = np.concatenate([np.asarray(visible[0]), np.asarray(target[0])])
-    assert change[kept].mean() > 1.5 * change[dropped].mean()
+def real_clip(name):
+    """(16, H, W, 3) float32 in [0, 1], H and W multiples of 16: the first 16 frames."""
+    frames = decode_frames(name, 16)
+    if name == "bikes.mp4":  # 272x640: a 256x256 centre crop subsampled to 128x128
+        frames = frames[:, 8:264:2, 192:448:2]
+    return frames.astype(np.float32) / 255.0  # carphone: 144x176 as is
+
+
+def numpy_token_change(video, tubelet, patch):
+    """Independent reference: per-token mean |pixel difference| to the co-located tubelet one time
+    step earlier (step 0 takes step 1's value), in (t, h, w) token order. video (T, H, W, C)."""
+    t, h, w, c = video.shape
+    x = video.reshape(t // tubelet, tubelet, h // patch, patch, w // patch, patch, c)
+    x = x.transpose(0, 2, 4, 1, 3, 5, 6).reshape(t // tubelet, (h // patch) * (w // patch), -1)
+    d = np.abs(x[1:] - x[:-1]).mean(axis=-1)
+    return np.concatenate([d[:1], d]).reshape(-1)
+
+
+def kept_mask(idx, n):
+    mask = np.zeros(n, bool)
+    mask[np.asarray(idx)] = True
+    return mask
+
+
+def random_params(module, *args, seed=0):
+    """Xavier-uniform random parameters for `module`, drawn with numpy: the shapes come from
+    `jax.eval_shape` of its init (no compilation of Flax's random initialisers)."""
+    rng = np.random.default_rng(seed)
+    shapes = nn.unbox(jax.eval_shape(module.init, jax.random.key(0), *args))
+
+    def draw(leaf):
+        if len(leaf.shape) == 1:  # bias
+            return np.zeros(leaf.shape, np.float32)
+        fan_in, fan_out = int(np.prod(leaf.shape[:-1])), leaf.shape[-1]
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-limit, limit, leaf.shape).astype(np.float32)
+
+    return jax.tree.map(draw, shapes)
+
+
+def clip_selections(clip, rng):
+    """Selections on one clip (T, H, W, 3), jitted as one program to keep compile time low."""
+    t, h, w, _ = clip.shape
+    config = ModelConfig(size="tiny", num_frames=t, image_size=(h, w), patch_size=16)
+    embed = TubeletEmbed(config)
+    video = jnp.asarray(clip)[None]
+    x = (video - 0.45) / 0.225
+    params = random_params(embed, x)
+
+    @jax.jit
+    def run(video, x, params, rng):
+        # 1. Raw pixel tubelets as the embedding (patchify, flattened to (B, T', L, D)).
+        pix = patchify(video, 2, 16).reshape(1, t // 2, config.tokens_per_step, -1)
+        pix_scores = selection.motion_scores(pix)
+        keep = selection.finetune_token_keep(pix_scores, 0.6)
+        visible, targets = selection.pretrain_token_split(rng, pix_scores, 0.3, 0.1)
+        # 2. The model's own tubelet embedding with random weights: a fixed random linear map.
+        emb = embed.apply(params, x)
+        emb_keep = selection.finetune_token_keep(selection.motion_scores(emb), config.finetune_keep_ratio)
+        return dict(pix_scores=pix_scores, keep=keep, visible=visible, targets=targets, emb=emb,
+                    emb_keep=emb_keep)
+
+    return config, jax.tree.map(np.asarray, run(video, x, params, rng))
+
+
+def test_real_clip_selection_keeps_the_changing_tokens():
+    clip = real_clip("bikes.mp4")  # 16 x 128 x 128, camera moving
+    t, h, w, _ = clip.shape
+    change = numpy_token_change(clip, 2, 16)  # independent per-token pixel change
+    n = change.size
+    config, out = clip_selections(clip, jax.random.key(0))
+    assert n == config.num_tokens and out["pix_scores"].shape == (1, n)
+
+    # Pixel embedding: the 60% kept for fine-tuning change far more than the 40% dropped.
+    keep = kept_mask(out["keep"][0], n)
+    assert keep.sum() == int(0.6 * n)
+    assert change[keep].mean() >= 1.5 * change[~keep].mean()
+    # EVEREST pre-training keeps 30% (visible + targets): more change than the rest, and than any
+    # of 200 random subsets of the same size.
+    everest = kept_mask(np.concatenate([out["visible"][0], out["targets"][0]]), n)
+    assert everest.sum() == int(0.3 * n)
+    assert change[everest].mean() >= 1.5 * change[~everest].mean()
+    rng = np.random.default_rng(0)
+    random_means = [change[rng.choice(n, everest.sum(), replace=False)].mean() for _ in range(200)]
+    assert change[everest].mean() > 1.5 * max(random_means)
+    # The encoder-visible tokens alone also carry more motion than a random sample does.
+    assert change[out["visible"][0]].mean() > max(random_means)
+
+    # The model's TubeletEmbed (random init, tiny, patch 16) selects the changing tokens too.
+    assert out["emb"].shape == (1, t // 2, config.tokens_per_step, config.width)
+    keep = kept_mask(out["emb_keep"][0], n)
+    assert keep.sum() == config.finetune_keep_count
+    assert change[keep].mean() >= 1.5 * change[~keep].mean()
+
+
+def test_static_clip_has_no_motion():
+    # Contrast: carphone's first frame repeated is perfectly static, every score is 0.
+    carphone = real_clip("carphone_pristine.mp4")  # 144x176
+    static = np.repeat(carphone[:1], 16, axis=0).reshape(8, 2, 9, 16, 11, 16, 3)
+    emb = static.transpose(0, 2, 4, 1, 3, 5, 6).reshape(1, 8, 9 * 11, -1)  # pixel tubelets
+    np.testing.assert_array_equal(selection.motion_scores(jnp.asarray(emb)), 0.0)
+    # Moving camera (bikes) vs mostly static talking head (carphone): more change per token.
+    assert numpy_token_change(real_clip("bikes.mp4"), 2, 16).mean() > 1.2 * numpy_token_change(
+        carphone, 2, 16).mean()
