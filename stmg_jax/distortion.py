@@ -1,0 +1,84 @@
+"""Per-bin inter-frame distortion and the bin <-> feature-map plumbing (gather with halo, scatter).
+
+Bins: a feature map (H, W, C) is cut into a (gh, gw) grid of bins of (H/gh, W/gw) pixels, bin
+b = row * gw + col (row-major). Everything here works on one frame (no batch axis) unless noted;
+the training path vmaps it.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+EPS = 1e-6
+HALO = 2  # a BasicBlock branch has two 3x3 convs: each output pixel sees 2 input pixels each side
+
+
+def to_bins(x: jax.Array, grid: tuple[int, int]) -> jax.Array:
+    """(H, W, C) -> (gh * gw, H/gh, W/gw, C), bins in row-major order."""
+    h, w, c = x.shape
+    gh, gw = grid
+    x = x.reshape(gh, h // gh, gw, w // gw, c).transpose(0, 2, 1, 3, 4)
+    return x.reshape(gh * gw, h // gh, w // gw, c)
+
+
+def from_bins(b: jax.Array, grid: tuple[int, int]) -> jax.Array:
+    """Inverse of `to_bins`: (gh * gw, bh, bw, C) -> (gh * bh, gw * bw, C)."""
+    gh, gw = grid
+    _, bh, bw, c = b.shape
+    return b.reshape(gh, gw, bh, bw, c).transpose(0, 2, 1, 3, 4).reshape(gh * bh, gw * bw, c)
+
+
+def bin_distortion(x: jax.Array, ref: jax.Array, grid: tuple[int, int]) -> jax.Array:
+    """Inter-frame distortion of a block input, per bin: (H, W, C) x2 -> (gh * gw,).
+
+    d_b = mean_{pixels, channels in b} |x - ref|  /  (mean_{whole map} |x| + EPS).
+
+    `ref` is the block input the cached branch output of that bin was computed from (in the
+    streaming path: the previous frame's input for every bin recomputed at t-1; older for bins
+    that were reused, so slow drift accumulates in d instead of going unnoticed). The normaliser is
+    the mean over the whole map, not per bin: it makes d comparable across blocks of different
+    scale, while a bin whose features are all ~0 (post-ReLU) does not get a huge distortion from
+    a tiny change.
+    """
+    diff = jnp.mean(jnp.abs(to_bins(x - ref, grid)), axis=(1, 2, 3))
+    return diff / (jnp.mean(jnp.abs(x)) + EPS)
+
+
+def pooled_bins(x: jax.Array, grid: tuple[int, int]) -> jax.Array:
+    """Mean feature per bin: (H, W, C) -> (gh * gw, C)."""
+    return jnp.mean(to_bins(x, grid), axis=(1, 2))
+
+
+def gather_with_halo(x: jax.Array, idx: jax.Array, grid: tuple[int, int], halo: int = HALO) -> jax.Array:
+    """Bins `idx` (k,) of x (H, W, C) with `halo` pixels each side -> (k, bh + 2 halo, bw + 2 halo, C).
+
+    Pixels outside the image are zeros (what the first SAME-padded conv of the dense branch sees).
+    """
+    h, w, c = x.shape
+    gh, gw = grid
+    bh, bw = h // gh, w // gw
+    xp = jnp.pad(x, ((halo, halo), (halo, halo), (0, 0)))
+
+    def one(b):
+        return jax.lax.dynamic_slice(xp, ((b // gw) * bh, (b % gw) * bw, 0), (bh + 2 * halo, bw + 2 * halo, c))
+    return jax.vmap(one)(idx)
+
+
+def inside_mask(idx: jax.Array, grid: tuple[int, int], hw: tuple[int, int], margin: int) -> jax.Array:
+    """(k, bh + 2 margin, bw + 2 margin, 1) float: 1 where a bin-with-margin position lies inside the
+    (H, W) map. Partial compute multiplies the first conv's output (margin 1) by it, so that
+    positions outside the image are the zeros that the second conv's SAME padding would see."""
+    h, w = hw
+    gh, gw = grid
+    bh, bw = h // gh, w // gw
+    rows = (idx // gw)[:, None] * bh - margin + jnp.arange(bh + 2 * margin)[None]  # (k, bh+2m)
+    cols = (idx % gw)[:, None] * bw - margin + jnp.arange(bw + 2 * margin)[None]
+    rin = (rows >= 0) & (rows < h)
+    cin = (cols >= 0) & (cols < w)
+    return (rin[:, :, None] & cin[:, None, :]).astype(jnp.float32)[..., None]
+
+
+def scatter_bins(x: jax.Array, idx: jax.Array, values: jax.Array, grid: tuple[int, int]) -> jax.Array:
+    """x (H, W, C) with bins `idx` (k,) replaced by `values` (k, bh, bw, C)."""
+    return from_bins(to_bins(x, grid).at[idx].set(values.astype(x.dtype)), grid)

@@ -1,0 +1,79 @@
+"""The Spatial-Temporal Mask Generator (STMG): distortion + features -> block gate and bin mask.
+
+One small generator per gateable block (separate parameters, `init_generators`). Inputs for a
+block whose input is x (H, W, C) and whose cache was computed from ref (H, W, C), with a (gh, gw)
+bin grid of n = gh * gw bins (`generator_inputs`):
+
+  d        (n,)    per-bin distortion (`distortion.bin_distortion`)
+  pooled   (n, C)  mean of x per bin
+  change   (n, C)  mean of |x - ref| per bin, divided by mean |x| (per-channel distortion)
+
+Outputs: gate logit () — run the block or reuse its cached branch output — and bin logits (n,) —
+which bins a running block recomputes. Design:
+
+  bin_logit  = a_bin  * (d_b - t_bin)          + MLP_bin([d_b, pooled_b, change_b])
+  gate_logit = a_gate * (max_b d_b - t_gate)   + MLP_gate([mean d, max d, mean_b pooled_b, mean_b change_b])
+
+with learned slopes a (init `slope_init`) and thresholds t (init `threshold_init`) and MLPs of one
+hidden layer (`hidden` units, ReLU) whose output layer is zero-initialised. So an untrained
+generator is exactly "recompute where the normalised distortion exceeds `threshold_init`",
+a sensible streaming policy before gate training, and training only has to learn corrections.
+Leading batch axes are allowed on every input (the training path uses (B, n) / (B, n, C)).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from stmg_jax.config import SegNetConfig, StreamConfig
+from stmg_jax.distortion import EPS, bin_distortion, pooled_bins, to_bins
+from stmg_jax.model import block_specs, gateable_blocks
+
+
+def generator_inputs(x: jax.Array, ref: jax.Array, grid: tuple[int, int]) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(d (n,), pooled (n, C), change (n, C)) for one frame; x, ref (H, W, C)."""
+    d = bin_distortion(x, ref, grid)
+    pooled = pooled_bins(x, grid)
+    change = jnp.mean(jnp.abs(to_bins(x - ref, grid)), axis=(1, 2)) / (jnp.mean(jnp.abs(x)) + EPS)
+    return d, pooled, change
+
+
+class MaskGenerator(nn.Module):
+    """Per-block generator; __call__(d (..., n), pooled (..., n, C), change (..., n, C)) ->
+    (gate_logit (...,), bin_logits (..., n))."""
+
+    hidden: int = 16
+    slope_init: float = 100.0
+    threshold_init: float = 0.05
+
+    @nn.compact
+    def __call__(self, d, pooled, change):
+        a_bin = self.param("bin_slope", nn.initializers.constant(self.slope_init), ())
+        t_bin = self.param("bin_threshold", nn.initializers.constant(self.threshold_init), ())
+        a_gate = self.param("gate_slope", nn.initializers.constant(self.slope_init), ())
+        t_gate = self.param("gate_threshold", nn.initializers.constant(self.threshold_init), ())
+        z = jnp.concatenate([d[..., None], pooled, change], axis=-1)
+        h = nn.relu(nn.Dense(self.hidden, name="bin_hidden")(z))
+        bin_logits = a_bin * (d - t_bin) + nn.Dense(1, kernel_init=nn.initializers.zeros,
+                                                    name="bin_out")(h)[..., 0]
+        dmax = jnp.max(d, axis=-1)
+        zg = jnp.concatenate([jnp.mean(d, axis=-1, keepdims=True), dmax[..., None],
+                              jnp.mean(pooled, axis=-2), jnp.mean(change, axis=-2)], axis=-1)
+        hg = nn.relu(nn.Dense(self.hidden, name="gate_hidden")(zg))
+        gate_logit = a_gate * (dmax - t_gate) + nn.Dense(1, kernel_init=nn.initializers.zeros,
+                                                         name="gate_out")(hg)[..., 0]
+        return gate_logit, bin_logits
+
+
+def init_generators(key: jax.Array, net: SegNetConfig, stream: StreamConfig,
+                    generator: MaskGenerator = MaskGenerator()) -> dict[str, dict]:
+    """{'block_<i>': variables} for every gateable block i (feature widths from the config)."""
+    out = {}
+    for i in gateable_blocks(net):
+        s, _, c, _ = block_specs(net)[i]
+        n = stream.bin_grid[s][0] * stream.bin_grid[s][1]
+        key, sub = jax.random.split(key)
+        out[f"block_{i}"] = generator.init(sub, jnp.zeros((n,)), jnp.zeros((n, c)), jnp.zeros((n, c)))
+    return out

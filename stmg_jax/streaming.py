@@ -1,0 +1,214 @@
+"""The jitted streaming path (batch 1): `step(params, state, frame) -> (state, logits, stats)`.
+
+Per frame:
+  1. stem (always dense). Key frame if frame 0, every `key_every`-th frame, or when the stem
+     output's distortion against the previous frame's stem output reaches `key_distortion`
+     (a scene cut).
+  2. blocks in order. A non-gateable block (downsampling, projection shortcut) runs densely.
+     A gateable block i with input x (h, w, c):
+       d, pooled, change = generator_inputs(x, ref_i, grid)        (ref_i: see `StreamState`)
+       gate_logit, bin_logits = generator_i(d, pooled, change)
+       selected = sigmoid(bin_logits) >= bin_threshold;  n_sel = sum(selected)
+       run   = key or (sigmoid(gate_logit) >= gate_threshold and n_sel > 0)
+       level = the last (dense) level on key frames, else the smallest capacity level k >= n_sel
+       r = lax.cond(run, compute, reuse):
+             reuse:   r = cache_i                                   (nothing else executes)
+             compute: lax.switch(level, [partial(k_0), ..., partial(k_{L-2}), dense])
+               partial(k): the k bins of highest bin probability (lax.top_k, static k) are
+                 gathered with a 2-pixel halo (two 3x3 convs), the branch runs VALID on the
+                 (k, bh+4, bw+4, c) patches with the first conv's positions outside the image
+                 zeroed (`distortion.inside_mask`), the (k, bh, bw, c) results are scattered into
+                 the cache, cache elsewhere. ref_i is updated on the recomputed bins only.
+               dense: the branch on the whole map (no halo overhead); ref_i = x.
+       out = ReLU(x + r)
+     Reuse is the identity transform of the previous branch output (the SPEC's minimum); the
+     identity shortcut still carries the current frame's x through every skipped block.
+  3. decoder (always dense) -> logits (H, W, num_classes).
+
+Shapes are static everywhere: k per level is a Python int, the level is picked with
+`lax.switch`, the gate with `lax.cond`. At batch size 1 under `jit` on CPU/GPU/TPU, `cond` runs
+only the taken branch (verified by `tests/test_stmg_streaming.py` with a `jax.debug.callback`
+counter). Do not `vmap` this step: under vmap `cond` becomes `select` and both branches run
+(training uses masked compute instead, see the SPEC).
+
+FLOPs (stats['flops']) are counted analytically from the conv shapes of the branches actually
+taken (`model.conv_flops`: 2 * k*k * Cin * Cout * Hout * Wout per conv; affines, ReLUs, adds,
+pooling, resizing and the generators are not counted). A partial level on k bins of (bh, bw)
+costs k * (conv 3x3 on (bh+2) x (bw+2) outputs + conv 3x3 on bh x bw outputs), halo included.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+
+from stmg_jax.config import ConfigError, SegNetConfig, StreamConfig, check_input_size
+from stmg_jax.distortion import EPS, HALO, gather_with_halo, inside_mask, scatter_bins, to_bins
+from stmg_jax.generator import MaskGenerator, generator_inputs
+from stmg_jax.model import SegNet, block_specs, conv_flops, dense_flops, gateable_blocks, stage_ends
+
+
+@flax.struct.dataclass
+class StreamState:
+    """Streaming state (one video, no batch axis).
+
+    count: int32, frames processed so far.
+    stem_ref: (H/4, W/4, widths[0]) previous frame's stem output (for `key_distortion`).
+    refs: {'block_<i>': (h, w, c)} per gateable block, the block input each bin's cached branch
+      output was computed from (the previous frame's input on bins recomputed at t-1).
+    caches: {'block_<i>': (h, w, c)} per gateable block, the cached residual-branch output.
+    """
+
+    count: jax.Array
+    stem_ref: jax.Array
+    refs: dict[str, jax.Array]
+    caches: dict[str, jax.Array]
+
+
+class Streamer:
+    """Builds the streaming step for one network config, stream config and frame size.
+
+    params = {'net': SegNet variables, 'gen': `generator.init_generators(...)` output}.
+    `on_compute(block, k)`, if given, is called from inside every compute branch through
+    `jax.debug.callback` (block index, bins computed): a host-side execution counter for tests.
+    """
+
+    def __init__(self, net_config: SegNetConfig, stream_config: StreamConfig, image_size: tuple[int, int],
+                 generator: MaskGenerator = MaskGenerator(),
+                 on_compute: Callable[[int, int], Any] | None = None):
+        check_input_size(*image_size, stream_config, field="image_size")
+        self.net_config, self.config = net_config, stream_config
+        self.image_size = tuple(image_size)
+        self.net, self.generator, self.on_compute = SegNet(net_config), generator, on_compute
+        self.specs = block_specs(net_config)
+        self.gateable = gateable_blocks(net_config)
+        self.ends = stage_ends(net_config)
+        h, w = self.image_size
+        dense = dense_flops(net_config, h, w)
+        self.dense_flops = float(dense["total"])
+        self.fixed_flops = float(dense["total"] - sum(dense[f"block_{i}"] for i in self.gateable))
+        self.step = jax.jit(self._step)
+
+    # -- static geometry ------------------------------------------------------------------------
+    def block_geometry(self, i: int) -> tuple[tuple[int, int], tuple[int, int], int]:
+        """((h, w) feature map, (gh, gw) bin grid, channels) of block i."""
+        s, _, c, _ = self.specs[i]
+        h, w = self.image_size
+        return (h // 2 ** (s + 2), w // 2 ** (s + 2)), self.config.bin_grid[s], c
+
+    def levels(self, i: int) -> tuple[int, ...]:
+        _, (gh, gw), _ = self.block_geometry(i)
+        return self.config.levels(gh * gw)
+
+    def level_flops(self, i: int, k: int) -> float:
+        (h, w), (gh, gw), c = self.block_geometry(i)
+        if k == gh * gw:
+            return float(2 * conv_flops(h, w, c, c, 3))
+        bh, bw = h // gh, w // gw
+        return float(k * (conv_flops(bh + 2, bw + 2, c, c, 3) + conv_flops(bh, bw, c, c, 3)))
+
+    # -- state ----------------------------------------------------------------------------------
+    def init_state(self) -> StreamState:
+        h, w = self.image_size
+        zeros = {}
+        for i in self.gateable:
+            (fh, fw), _, c = self.block_geometry(i)
+            zeros[f"block_{i}"] = jnp.zeros((fh, fw, c), jnp.float32)
+        return StreamState(count=jnp.zeros((), jnp.int32),
+                           stem_ref=jnp.zeros((h // 4, w // 4, self.net_config.widths[0]), jnp.float32),
+                           refs=dict(zeros), caches=dict(zeros))
+
+    # -- one block ------------------------------------------------------------------------------
+    def _partial(self, nv, i: int, k: int):
+        (h, w), grid, _ = self.block_geometry(i)
+        flops = self.level_flops(i, k)
+
+        def run(x, ref, cache, score):
+            if self.on_compute is not None:
+                jax.debug.callback(lambda: self.on_compute(i, k))
+            idx = jax.lax.top_k(score, k)[1]
+            patches = gather_with_halo(x, idx, grid, HALO)                       # (k, bh+4, bw+4, c)
+            mask = inside_mask(idx, grid, (h, w), 1)                             # (k, bh+2, bw+2, 1)
+            r = self.net.apply(nv, i, patches, 0, mask, method=SegNet.branch)    # (k, bh, bw, c)
+            return (scatter_bins(cache, idx, r, grid), scatter_bins(ref, idx, to_bins(x, grid)[idx], grid),
+                    jnp.int32(k), jnp.float32(flops))
+        return run
+
+    def _dense(self, nv, i: int):
+        _, (gh, gw), _ = self.block_geometry(i)
+        flops = self.level_flops(i, gh * gw)
+
+        def run(x, ref, cache, score):
+            if self.on_compute is not None:
+                jax.debug.callback(lambda: self.on_compute(i, gh * gw))
+            r = self.net.apply(nv, i, x[None], method=SegNet.branch)[0]
+            return r, x, jnp.int32(gh * gw), jnp.float32(flops)
+        return run
+
+    def _gated_block(self, params, state: StreamState, i: int, x: jax.Array, key: jax.Array):
+        """x (h, w, c) -> (out (h, w, c), new ref, new cache, per-block stats)."""
+        nv, name = params["net"], f"block_{i}"
+        _, grid, _ = self.block_geometry(i)
+        ref, cache = state.refs[name], state.caches[name]
+        d, pooled, change = generator_inputs(x, ref, grid)
+        gate_logit, bin_logits = self.generator.apply(params["gen"][name], d, pooled, change)
+        gate_p, bin_p = jax.nn.sigmoid(gate_logit), jax.nn.sigmoid(bin_logits)
+        n_sel = jnp.sum(bin_p >= self.config.bin_threshold).astype(jnp.int32)
+        run = key | ((gate_p >= self.config.gate_threshold) & (n_sel > 0))
+        levels = self.levels(i)
+        level = jnp.where(key, len(levels) - 1,
+                          jnp.minimum(jnp.searchsorted(jnp.asarray(levels), n_sel), len(levels) - 1))
+        branches = [self._partial(nv, i, k) for k in levels[:-1]] + [self._dense(nv, i)]
+
+        def compute(x, ref, cache, score):
+            return jax.lax.switch(level, branches, x, ref, cache, score)
+
+        def reuse(x, ref, cache, score):
+            return cache, ref, jnp.int32(0), jnp.float32(0.0)
+
+        cache, ref, bins, flops = jax.lax.cond(run, compute, reuse, x, ref, cache, bin_p)
+        out = jax.nn.relu(x + cache)  # the (possibly partly) refreshed cache is this frame's branch output
+        stats = dict(ran=run, level=jnp.where(run, level, -1).astype(jnp.int32), bins=bins,
+                     selected=n_sel, distortion=jnp.mean(d), gate_prob=gate_p, flops=flops)
+        return out, ref, cache, stats
+
+    # -- one frame ------------------------------------------------------------------------------
+    def _step(self, params, state: StreamState, frame: jax.Array):
+        """frame (H, W, 3) float (normalised like training) -> (state, logits (H, W, classes), stats).
+
+        stats: key (bool); per gateable block, in order of `self.gateable`, arrays of shape (G,):
+        ran (bool), level (int32, -1 when skipped), bins (recomputed), selected (bins over the
+        mask threshold), distortion (mean of d), gate_prob, block_flops; flops (this frame's total,
+        float32) and dense_flops (a dense frame's).
+        """
+        if frame.shape != (*self.image_size, 3):
+            raise ConfigError(f"frame shape {tuple(frame.shape)} differs from image_size "
+                              f"{self.image_size} (+ 3 channels) this streamer was built for")
+        nv = params["net"]
+        stem = self.net.apply(nv, frame[None].astype(jnp.float32), method=SegNet.stem)[0]
+        d_stem = jnp.mean(jnp.abs(stem - state.stem_ref)) / (jnp.mean(jnp.abs(stem)) + EPS)
+        x = stem
+        c = self.config
+        key = (state.count == 0) | (d_stem >= c.key_distortion)
+        if c.key_every > 0:
+            key = key | (state.count % c.key_every == 0)
+        refs, caches, per_block, feats = dict(state.refs), dict(state.caches), [], []
+        for i in range(len(self.specs)):
+            if i in self.gateable:
+                x, refs[f"block_{i}"], caches[f"block_{i}"], st = self._gated_block(params, state, i, x, key)
+                per_block.append(st)
+            else:
+                x = self.net.apply(nv, i, x[None], method=SegNet.block)[0]
+            if i in self.ends:
+                feats.append(x[None])
+        logits = self.net.apply(nv, feats, self.image_size, method=SegNet.decode)[0]
+        stats = {k: jnp.stack([st[k] for st in per_block]) for k in per_block[0]}
+        stats["block_flops"] = stats.pop("flops")
+        stats["flops"] = jnp.float32(self.fixed_flops) + jnp.sum(stats["block_flops"])
+        stats["dense_flops"] = jnp.float32(self.dense_flops)
+        stats["key"] = key
+        new_state = StreamState(count=state.count + 1, stem_ref=stem, refs=refs, caches=caches)
+        return new_state, logits, stats
