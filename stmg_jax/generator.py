@@ -69,11 +69,16 @@ class MaskGenerator(nn.Module):
 
 def init_generators(key: jax.Array, net: SegNetConfig, stream: StreamConfig,
                     generator: MaskGenerator = MaskGenerator()) -> dict[str, dict]:
-    """{'block_<i>': variables} for every gateable block i (feature widths from the config)."""
-    out = {}
-    for i in gateable_blocks(net):
-        s, _, c, _ = block_specs(net)[i]
-        n = stream.bin_grid[s][0] * stream.bin_grid[s][1]
-        key, sub = jax.random.split(key)
-        out[f"block_{i}"] = generator.init(sub, jnp.zeros((n,)), jnp.zeros((n, c)), jnp.zeros((n, c)))
-    return out
+    """{'block_<i>': variables} for every gateable block i (feature widths from the config).
+
+    One jit for all blocks (op-by-op initialisation compiles a PRNG kernel per parameter shape).
+    """
+    def init(key):
+        out = {}
+        for i in gateable_blocks(net):
+            s, _, c, _ = block_specs(net)[i]
+            n = stream.bin_grid[s][0] * stream.bin_grid[s][1]
+            key, sub = jax.random.split(key)
+            out[f"block_{i}"] = generator.init(sub, jnp.zeros((n,)), jnp.zeros((n, c)), jnp.zeros((n, c)))
+        return out
+    return jax.jit(init)(key)

@@ -63,7 +63,7 @@ class ConvAffine(nn.Module):
     scale_init: float = 1.0
 
     def setup(self):
-        self.w = self.param("kernel", nn.initializers.he_normal(),
+        self.w = self.param("kernel", nn.initializers.variance_scaling(2.0, "fan_in", "normal"),
                             (self.kernel, self.kernel, self.in_features, self.features))
         self.scale = self.param("scale", nn.initializers.constant(self.scale_init), (self.features,))
         self.bias = self.param("bias", nn.initializers.zeros, (self.features,))

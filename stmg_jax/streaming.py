@@ -122,7 +122,10 @@ class Streamer:
                            refs=dict(zeros), caches=dict(zeros))
 
     # -- one block ------------------------------------------------------------------------------
-    def _partial(self, nv, i: int, k: int):
+    def partial_level(self, nv, i: int, k: int):
+        """Capacity level of k bins for gateable block i: a function
+        (x, ref, cache, score) -> (cache', ref', bins=k, flops), all maps (h, w, c), score (n,);
+        recomputes the branch on the k bins of highest score (halo handled), cache elsewhere."""
         (h, w), grid, _ = self.block_geometry(i)
         flops = self.level_flops(i, k)
 
@@ -137,7 +140,8 @@ class Streamer:
                     jnp.int32(k), jnp.float32(flops))
         return run
 
-    def _dense(self, nv, i: int):
+    def dense_level(self, nv, i: int):
+        """The full level: same signature as `partial_level`, the branch on the whole map."""
         _, (gh, gw), _ = self.block_geometry(i)
         flops = self.level_flops(i, gh * gw)
 
@@ -161,7 +165,7 @@ class Streamer:
         levels = self.levels(i)
         level = jnp.where(key, len(levels) - 1,
                           jnp.minimum(jnp.searchsorted(jnp.asarray(levels), n_sel), len(levels) - 1))
-        branches = [self._partial(nv, i, k) for k in levels[:-1]] + [self._dense(nv, i)]
+        branches = [self.partial_level(nv, i, k) for k in levels[:-1]] + [self.dense_level(nv, i)]
 
         def compute(x, ref, cache, score):
             return jax.lax.switch(level, branches, x, ref, cache, score)
