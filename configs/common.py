@@ -39,4 +39,17 @@ def base_config(job: str) -> ml_collections.ConfigDict:
     c.sharding_rules = ()  # () = everest_jax.sharding.DEFAULT_RULES
     c.checkpoint = ml_collections.ConfigDict(dict(every_steps=50, keep=3, async_save=True))
     c.eval = ml_collections.ConfigDict(dict(num_clips=2, num_crops=3, crop_extent=1.25, batch_size=8))
+    c.data = ml_collections.ConfigDict(dict(
+        name="synthetic",  # synthetic | videos (list files) | tfds
+        num_classes=4,
+        # synthetic: procedural moving shapes, labels = motion direction
+        num_examples=1024, num_eval_examples=256, camera_pan=False,
+        # videos: VideoMAE-style list files ('path label' per line or CSV), paths relative to root
+        root="", train_list="", eval_list="",
+        # tfds: e.g. tfds_name="ucf101/ucf101_1_256"
+        tfds_name="", train_split="train", eval_split="test", tfds_data_dir="",
+        # sampling and augmentation of real videos (fine-tuning adds RandAugment, flip, erasing)
+        sampling="stride", stride=4, short_side=0, flip=True, rand_augment=True, erase_prob=0.25,
+        # reading: decoding worker processes, threads per process, share of bad videos tolerated
+        num_workers=0, read_threads=2, max_bad_fraction=0.1))
     return c

@@ -25,8 +25,7 @@ def get_config(arg=None):
         masking=a.masking, pretrain_keep_ratio=0.3, visible_ratio=0.1, mask_ratio=0.9,
         finetune_keep_ratio=0.6, num_classes=0 if pretrain else 4, drop_path=0.0,
         dtype="float32", remat=False, scan=False))
-    c.data = ml_collections.ConfigDict(dict(
-        name="synthetic", num_examples=16384, num_eval_examples=256, num_classes=4, camera_pan=False))
+    c.data.update(name="synthetic", num_examples=16384, num_eval_examples=256, num_classes=4, camera_pan=False)
     c.batch_size = 32
     c.total_steps = 100 if pretrain else 300
     c.warmup_steps = 10

@@ -1,14 +1,23 @@
 """Input iterators for the trainer, built from `config.data` (Grain under the hood).
 
-Training: the source is shuffled with the run's seed (a new order every epoch) and cut into
-global batches; process i of n reads (and decodes) only rows [i*b, (i+1)*b) of each global
-batch. The global batches are therefore the same whatever the number of processes, so a
-multi-host run sees exactly the data of a single-host one. The iterator's state is checkpointable. Evaluation:
-each video as `num_clips x num_crops` views, padded to whole batches with a `valid` flag.
+Sources (`data.name`):
+  synthetic  procedural moving shapes (everest_jax.data.synthetic), no files needed;
+  videos     video files named in list files (`data.train_list`, `data.eval_list`, paths relative
+             to `data.root`), decoded with PyAV;
+  tfds       a TFDS video dataset (`data.tfds_name`, splits `data.train_split` / `data.eval_split`).
+
+Synthetic training data: the source is shuffled with the run's seed (a new order every epoch) and
+cut into global batches; process i of n reads only rows [i*b, (i+1)*b) of each global batch, so
+the global batches are the same whatever the number of processes. Video files and TFDS go through
+the robust Grain pipeline of `everest_jax.data` (decoding threads or worker processes, the recipe's
+sampling and augmentation, bad videos replaced and counted): each process reads its own strided
+shard of the videos. All training iterators are checkpointable (get_state / set_state).
+Evaluation: each video as `num_clips x num_crops` views, padded to whole batches with a `valid` flag.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Iterator
 
 import grain
@@ -16,17 +25,54 @@ import ml_collections
 import numpy as np
 
 from everest_jax.config import ConfigError, ModelConfig
-from everest_jax.data import SyntheticVideos, normalize_video
+from everest_jax.data import SyntheticVideos, TfdsVideoSource, VideoListSource, normalize_video
+from everest_jax.data.pipeline import build_dataset, clip_transforms, make_iterator
 
-SOURCES = ("synthetic",)
+SOURCES = ("synthetic", "videos", "tfds")
+SAMPLINGS = ("stride", "segment")
 EVAL_SEED_OFFSET = 1_000_003  # evaluation videos never coincide with training videos
 
 
-def validate(data: ml_collections.ConfigDict) -> None:
+def validate(data: ml_collections.ConfigDict, job: str) -> None:
+    """Refuse bad data settings at start-up, naming the field (list files are parsed here too, so
+    a malformed line is reported with its number before anything compiles)."""
     if data.name not in SOURCES:
         raise ConfigError(f"data.name={data.name!r} must be one of {SOURCES}")
-    if data.num_examples <= 0:
-        raise ConfigError(f"data.num_examples={data.num_examples} must be positive")
+    if data.name == "synthetic":
+        if data.num_examples <= 0:
+            raise ConfigError(f"data.num_examples={data.num_examples} must be positive")
+        return
+    if data.sampling not in SAMPLINGS:
+        raise ConfigError(f"data.sampling={data.sampling!r} must be one of {SAMPLINGS}")
+    if data.stride < 1:
+        raise ConfigError(f"data.stride={data.stride} must be >= 1")
+    if not 0.0 <= data.max_bad_fraction < 1.0:
+        raise ConfigError(f"data.max_bad_fraction={data.max_bad_fraction} must be in [0, 1)")
+    if data.num_workers < 0:
+        raise ConfigError(f"data.num_workers={data.num_workers} must be >= 0")
+    needed = {"pretrain": ("train",), "finetune": ("train", "eval"), "evaluate": ("eval",)}[job]
+    if data.name == "videos":
+        for split in needed:
+            field = f"{split}_list"
+            if not data[field]:
+                raise ConfigError(f"data.{field} is empty; data.name='videos' needs a list file for {split}")
+            try:
+                _video_source(data, split)
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"data.{field}: {e}") from None
+    elif not data.tfds_name:
+        raise ConfigError("data.tfds_name is empty; data.name='tfds' needs a TFDS dataset name, e.g. 'ucf101'")
+
+
+def _video_source(data, split: str) -> VideoListSource:
+    return VideoListSource(data[f"{split}_list"], data.root or None, data.num_classes)
+
+
+def _file_source(config, split: str):
+    d = config.data
+    if d.name == "videos":
+        return _video_source(d, split)
+    return TfdsVideoSource(d.tfds_name, d[f"{split}_split"], d.tfds_data_dir or None)
 
 
 def _synthetic(config, model_config: ModelConfig, train: bool, num_frames: int, image_size) -> SyntheticVideos:
@@ -42,8 +88,20 @@ def _to_model_input(example: dict) -> dict:
 
 def train_iterator(config: ml_collections.ConfigDict, model_config: ModelConfig, local_batch: int,
                    process_index: int, process_count: int) -> grain.DatasetIterator:
-    """Endless batches {'video': (b, T, H, W, C) float32, 'label': (b,) int32}: this process's rows
-    of each global batch (b = local_batch)."""
+    """Endless batches {'video': (b, T, H, W, C) float32, 'label': (b,) int32, ...} of this process
+    (b = local_batch); file sources add 'index' and 'error' (see everest_jax.data.pipeline) and a
+    `report()` of the bad videos replaced so far."""
+    d = config.data
+    if d.name != "synthetic":
+        mode = "pretrain" if config.job == "pretrain" else "finetune"
+        sampler, augment = clip_transforms(
+            mode, num_frames=model_config.num_frames, stride=d.stride, size=model_config.image_size,
+            sampling_kind=d.sampling, flip=d.flip, rand_augment=d.rand_augment, erase_prob=d.erase_prob)
+        return make_iterator(_file_source(config, "train"), sampler, augment, batch_size=local_batch,
+                             seed=config.seed, shard_options=grain.sharding.ShardOptions(process_index, process_count,
+                                                                                        drop_remainder=True),
+                             worker_count=d.num_workers, read_threads=d.read_threads,
+                             max_bad_fraction=d.max_bad_fraction)
     source = _synthetic(config, model_config, True, model_config.num_frames, model_config.image_size)
     if len(source) < local_batch * process_count:
         raise ConfigError(f"data.num_examples={len(source)} is smaller than the global batch "
@@ -68,6 +126,35 @@ def multi_view(video: np.ndarray, num_clips: int, num_crops: int, num_frames: in
     return np.stack([video[t:t + num_frames, y:y + h, x:x + w] for t in starts_t for y, x in offsets])
 
 
+def _file_views(config, model_config: ModelConfig, process_index: int, process_count: int):
+    """(number of videos, iterator of this process's examples {'video': (V, T, H, W, C), 'label'})."""
+    d, e = config.data, config.eval
+    source = _file_source(config, "eval")
+    sampler, augment = clip_transforms(
+        "test", num_frames=model_config.num_frames, stride=d.stride, size=model_config.image_size,
+        sampling_kind=d.sampling, num_clips=e.num_clips, num_crops=e.num_crops, short_side=d.short_side or None)
+    shard = grain.sharding.ShardOptions(process_index, process_count, drop_remainder=False)
+    return len(source), iter(build_dataset(source, sampler, augment, batch_size=None, shuffle=False, num_epochs=1,
+                                           shard_options=shard, read_threads=d.read_threads,
+                                           max_bad_fraction=d.max_bad_fraction))
+
+
+def _synthetic_views(config, model_config: ModelConfig, process_index: int, process_count: int):
+    e = config.eval
+    h, w = model_config.image_size
+    long_frames = model_config.num_frames + (e.num_clips - 1) * max(model_config.num_frames // 2, 1)
+    long_size = (h, int(round(w * e.crop_extent))) if e.num_crops > 1 else (h, w)
+    source = _synthetic(config, model_config, False, long_frames, long_size)
+
+    def examples():
+        for i in range(process_index, len(source), process_count):
+            ex = source[i]
+            views = multi_view(ex["video"], e.num_clips, e.num_crops, model_config.num_frames, (h, w))
+            yield {"video": normalize_video(views), "label": ex["label"]}
+
+    return len(source), examples()
+
+
 def eval_views(config: ml_collections.ConfigDict, model_config: ModelConfig, process_index: int,
                process_count: int) -> Iterator[dict]:
     """Batches {'video': (b, V, T, H, W, C), 'label': (b,), 'valid': (b,)} of this process's videos.
@@ -75,23 +162,15 @@ def eval_views(config: ml_collections.ConfigDict, model_config: ModelConfig, pro
     Every process yields the same number of batches (padding with invalid entries), as the
     collective evaluation step needs.
     """
+    views = _synthetic_views if config.data.name == "synthetic" else _file_views
+    num_videos, examples = views(config, model_config, process_index, process_count)
+    per_process = math.ceil(num_videos / process_count)
     e = config.eval
-    h, w = model_config.image_size
-    long_frames = model_config.num_frames + (e.num_clips - 1) * max(model_config.num_frames // 2, 1)
-    long_size = (h, int(round(w * e.crop_extent))) if e.num_crops > 1 else (h, w)
-    source = _synthetic(config, model_config, False, long_frames, long_size)
-    indices = list(range(process_index, len(source), process_count))
-    per_process = -(-len(source) // process_count)
-    indices += [-1] * (per_process - len(indices))
-    b = e.batch_size
-    for start in range(0, per_process, b):
-        chunk = indices[start:start + b]
-        chunk += [-1] * (b - len(chunk))
-        videos, labels = [], []
-        for i in chunk:
-            ex = source[max(i, 0)]
-            views = multi_view(ex["video"], e.num_clips, e.num_crops, model_config.num_frames, (h, w))
-            videos.append(normalize_video(views))
-            labels.append(ex["label"])
-        yield {"video": np.stack(videos), "label": np.asarray(labels, np.int32),
-               "valid": np.asarray([i >= 0 for i in chunk])}
+    blank = np.zeros((e.num_clips * e.num_crops, model_config.num_frames, *model_config.image_size,
+                      model_config.in_channels), np.float32)
+    for start in range(0, per_process, e.batch_size):
+        chunk = [next(examples, None) for _ in range(min(e.batch_size, per_process - start))]
+        chunk += [None] * (e.batch_size - len(chunk))
+        yield {"video": np.stack([blank if ex is None else ex["video"] for ex in chunk]),
+               "label": np.asarray([-1 if ex is None else ex["label"] for ex in chunk], np.int32),
+               "valid": np.asarray([ex is not None for ex in chunk])}

@@ -38,15 +38,17 @@ def main(argv):
 
     from everest_jax import train
     from everest_jax.config import ConfigError
+    from everest_jax.data import TooManyBadExamples
 
     try:
         final = train.run(_CONFIG.value, flags.FLAGS.workdir)
     except ConfigError as e:
         raise SystemExit(f"config error: {e}")
-    except FloatingPointError as e:
+    except (FloatingPointError, TooManyBadExamples) as e:
         raise SystemExit(f"stopped: {e}")
     if jax.process_index() == 0:
-        summary = ", ".join(f"{k}={v:.4g}" for k, v in final.items() if isinstance(v, float))
+        summary = ", ".join(f"{k}={v:.4g}" for k, v in final.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool))
         where = final.get("final_params", "")
         print(f"done: {summary}" + (f"; parameters in {where}" if where else ""), flush=True)
 

@@ -71,7 +71,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     if config.batch_size % jax.process_count():
         raise ConfigError(f"batch_size={config.batch_size} is not divisible by the {jax.process_count()} processes")
     sharding.rules_from_config(config.get("sharding_rules"))
-    inputs.validate(config.data)
+    inputs.validate(config.data, config.job)
     return model
 
 
@@ -342,7 +342,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     try:
         while step < total_steps:
-            batch = sharding.global_batch(next(data_iter), mesh, config.batch_size)
+            local = next(data_iter)
+            batch = sharding.global_batch({k: local[k] for k in ("video", "label")}, mesh, config.batch_size)
             state, metrics = train_step(state, batch)
             step += 1
             pending.append((step, metrics["finite"]))
@@ -375,6 +376,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         ckpt.close()
 
     final = dict(last, step=step, checkpoint=str(workdir / "checkpoints" / str(step)))
+    if hasattr(data_iter, "report"):  # video files: how many bad videos were replaced
+        report = data_iter.report()
+        final.update(bad_videos=report.num_bad, replaced_examples=report.replaced)
     if config.job == "finetune" and config.get("eval_at_end", True):
         ev = evaluate(config, model, state.params, mesh, rules, shardings.params, model_config)
         writer.write(step, ev)

@@ -40,7 +40,8 @@ def shard_indices(num_examples: int, shard_index: int, shard_count: int, drop_re
 
 def clip_transforms(mode: str, *, num_frames: int = 16, stride: int = 4, size: int | tuple[int, int] = 224,
                     sampling_kind: str = "stride", num_clips: int = 5, num_crops: int = 3,
-                    short_side: int | None = None, alpha: float = 1.5, tubelet_size: int = 2):
+                    short_side: int | None = None, alpha: float = 1.5, tubelet_size: int = 2,
+                    flip: bool = True, rand_augment: bool = True, erase_prob: float = 0.25):
     """(sampler, augment) of a standard recipe.
 
     Args:
@@ -48,6 +49,8 @@ def clip_transforms(mode: str, *, num_frames: int = 16, stride: int = 4, size: i
         crop + RandAugment + flip + erasing) or 'test' (num_clips x num_crops views).
       sampling_kind: 'stride' (num_frames x stride), 'segment' (num_frames segments, SSv2) or
         'candidate' (EVEREST's 2*alpha*tau candidate frames, for training modes).
+      flip, rand_augment, erase_prob: fine-tuning only; SSv2 turns flipping off (its labels
+        name directions).
     """
     train = mode != "test"
     clips = 1 if train else num_clips
@@ -62,7 +65,8 @@ def clip_transforms(mode: str, *, num_frames: int = 16, stride: int = 4, size: i
     if mode == "pretrain":
         augment = aug.PretrainAugment(size)
     elif mode == "finetune":
-        augment = aug.FinetuneAugment(size)
+        augment = aug.FinetuneAugment(size, rand_augment=aug.RandAugment() if rand_augment else None,
+                                      flip_prob=0.5 if flip else 0.0, erase_prob=erase_prob)
     elif mode == "test":
         augment = aug.EvalAugment(size, short_side, num_crops)
     else:
