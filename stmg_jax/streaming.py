@@ -124,7 +124,7 @@ class Streamer:
     # -- one block ------------------------------------------------------------------------------
     def partial_level(self, nv, i: int, k: int):
         """Capacity level of k bins for gateable block i: a function
-        (x, ref, cache, score) -> (cache', ref', bins=k, flops), all maps (h, w, c), score (n,);
+        (x, ref, cache, score) -> (cache', ref', recomputed (n,) bool, flops), maps (h, w, c), score (n,);
         recomputes the branch on the k bins of highest score (halo handled), cache elsewhere."""
         (h, w), grid, _ = self.block_geometry(i)
         flops = self.level_flops(i, k)
@@ -136,8 +136,9 @@ class Streamer:
             patches = gather_with_halo(x, idx, grid, HALO)                       # (k, bh+4, bw+4, c)
             mask = inside_mask(idx, grid, (h, w), 1)                             # (k, bh+2, bw+2, 1)
             r = self.net.apply(nv, i, patches, 0, mask, method=SegNet.branch)    # (k, bh, bw, c)
+            recomputed = jnp.zeros((grid[0] * grid[1],), bool).at[idx].set(True)
             return (scatter_bins(cache, idx, r, grid), scatter_bins(ref, idx, to_bins(x, grid)[idx], grid),
-                    jnp.int32(k), jnp.float32(flops))
+                    recomputed, jnp.float32(flops))
         return run
 
     def dense_level(self, nv, i: int):
@@ -149,11 +150,11 @@ class Streamer:
             if self.on_compute is not None:
                 jax.debug.callback(lambda: self.on_compute(i, gh * gw))
             r = self.net.apply(nv, i, x[None], method=SegNet.branch)[0]
-            return r, x, jnp.int32(gh * gw), jnp.float32(flops)
+            return r, x, jnp.ones((gh * gw,), bool), jnp.float32(flops)
         return run
 
     def _gated_block(self, params, state: StreamState, i: int, x: jax.Array, key: jax.Array):
-        """x (h, w, c) -> (out (h, w, c), new ref, new cache, per-block stats)."""
+        """x (h, w, c) -> (out (h, w, c), new ref, new cache, per-block stats, recomputed (n,) bool)."""
         nv, name = params["net"], f"block_{i}"
         _, grid, _ = self.block_geometry(i)
         ref, cache = state.refs[name], state.caches[name]
@@ -171,22 +172,24 @@ class Streamer:
             return jax.lax.switch(level, branches, x, ref, cache, score)
 
         def reuse(x, ref, cache, score):
-            return cache, ref, jnp.int32(0), jnp.float32(0.0)
+            return cache, ref, jnp.zeros_like(score, bool), jnp.float32(0.0)
 
-        cache, ref, bins, flops = jax.lax.cond(run, compute, reuse, x, ref, cache, bin_p)
+        cache, ref, recomputed, flops = jax.lax.cond(run, compute, reuse, x, ref, cache, bin_p)
+        bins = jnp.sum(recomputed).astype(jnp.int32)
         out = jax.nn.relu(x + cache)  # the (possibly partly) refreshed cache is this frame's branch output
         stats = dict(ran=run, level=jnp.where(run, level, -1).astype(jnp.int32), bins=bins,
                      selected=n_sel, distortion=jnp.mean(d), gate_prob=gate_p, flops=flops)
-        return out, ref, cache, stats
+        return out, ref, cache, stats, recomputed
 
     # -- one frame ------------------------------------------------------------------------------
     def _step(self, params, state: StreamState, frame: jax.Array):
         """frame (H, W, 3) float (normalised like training) -> (state, logits (H, W, classes), stats).
 
-        stats: key (bool); per gateable block, in order of `self.gateable`, arrays of shape (G,):
+        stats: key (bool); stem_distortion (the key-frame test's d); per gateable block, in order of `self.gateable`, arrays of shape (G,):
         ran (bool), level (int32, -1 when skipped), bins (recomputed), selected (bins over the
         mask threshold), distortion (mean of d), gate_prob, block_flops; flops (this frame's total,
-        float32) and dense_flops (a dense frame's).
+        float32) and dense_flops (a dense frame's); recomputed: {'block_<i>': (n,) bool} the bins
+        whose branch output was recomputed this frame (row-major over the block's bin grid).
         """
         if frame.shape != (*self.image_size, 3):
             raise ConfigError(f"frame shape {tuple(frame.shape)} differs from image_size "
@@ -199,10 +202,11 @@ class Streamer:
         key = (state.count == 0) | (d_stem >= c.key_distortion)
         if c.key_every > 0:
             key = key | (state.count % c.key_every == 0)
-        refs, caches, per_block, feats = dict(state.refs), dict(state.caches), [], []
+        refs, caches, per_block, feats, recomputed = dict(state.refs), dict(state.caches), [], [], {}
         for i in range(len(self.specs)):
             if i in self.gateable:
-                x, refs[f"block_{i}"], caches[f"block_{i}"], st = self._gated_block(params, state, i, x, key)
+                name = f"block_{i}"
+                x, refs[name], caches[name], st, recomputed[name] = self._gated_block(params, state, i, x, key)
                 per_block.append(st)
             else:
                 x = self.net.apply(nv, i, x[None], method=SegNet.block)[0]
@@ -214,5 +218,7 @@ class Streamer:
         stats["flops"] = jnp.float32(self.fixed_flops) + jnp.sum(stats["block_flops"])
         stats["dense_flops"] = jnp.float32(self.dense_flops)
         stats["key"] = key
+        stats["stem_distortion"] = d_stem
+        stats["recomputed"] = recomputed
         new_state = StreamState(count=state.count + 1, stem_ref=stem, refs=refs, caches=caches)
         return new_state, logits, stats

@@ -1,0 +1,195 @@
+"""STMG streaming path: equality with the dense network, skipping, partial compute inside the
+jitted step, key frames, and that skipped work really is not executed (counted on the host)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stmg_jax.config import ConfigError, SegNetConfig, StreamConfig
+from stmg_jax.distortion import from_bins
+from stmg_jax.generator import init_generators
+from stmg_jax.model import SegNet, block_specs, stage_ends
+from stmg_jax.streaming import Streamer
+from stmg_jax.testing import random_net_variables
+
+NET = SegNetConfig(num_classes=5, widths=(16, 32, 64, 128), decoder_width=32)
+GRID = ((4, 4), (4, 4), (2, 2), (1, 1))
+HW = (64, 128)
+GATED = [0, 1, 3, 5, 7]
+NUM_BINS = [16, 16, 16, 4, 1]
+
+
+def frame(seed):
+    """(64, 128, 3) image-like frame: smooth blobs (8x8-pixel cells) plus a little pixel noise."""
+    rng = np.random.default_rng(seed)
+    coarse = np.repeat(np.repeat(rng.normal(size=(HW[0] // 8, HW[1] // 8, 3)), 8, 0), 8, 1)
+    return (coarse + 0.1 * rng.normal(size=(*HW, 3))).astype(np.float32)
+
+
+def local_change(f, seed, rows=slice(0, 16), cols=slice(96, 128)):
+    """f with a block of pixels (top-right corner by default) replaced by new noise."""
+    g = f.copy()
+    g[rows, cols] = np.random.default_rng(seed).normal(size=g[rows, cols].shape)
+    return g
+
+
+@pytest.fixture(scope="module")
+def params():
+    return {"net": random_net_variables(NET, HW, seed=0),
+            "gen": init_generators(jax.random.key(0), NET, StreamConfig(bin_grid=GRID))}
+
+
+@pytest.fixture(scope="module")
+def dense(params):
+    apply = jax.jit(SegNet(NET).apply)
+    return lambda f: np.asarray(apply(params["net"], jnp.asarray(f)[None])[0])
+
+
+@pytest.fixture(scope="module")
+def forced_on():
+    """Every gate and every bin forced on; key frames only at frame 0 or on a scene cut."""
+    return Streamer(NET, StreamConfig(bin_grid=GRID, gate_threshold=0.0, bin_threshold=0.0, key_every=0,
+                                      key_distortion=0.5), HW)
+
+
+CALLS = []
+
+
+@pytest.fixture(scope="module")
+def counted():
+    """Default thresholds (untrained generator = normalised distortion > 0.05), key every 4th
+    frame, and a host-side counter called from inside every compute branch."""
+    return Streamer(NET, StreamConfig(bin_grid=GRID, key_every=4), HW,
+                    on_compute=lambda block, k: CALLS.append((block, k)))
+
+
+def step(streamer, params, state, f):
+    CALLS.clear()
+    state, logits, stats = streamer.step(params, state, jnp.asarray(f))
+    jax.block_until_ready(logits)
+    return state, np.asarray(logits), jax.tree.map(np.asarray, stats)
+
+
+def test_all_gates_and_bins_forced_on_equals_dense(params, dense, forced_on):
+    f1 = frame(1)
+    f2 = np.roll(f1, 1, axis=1)  # camera pan by one pixel
+    f3 = frame(3)                                    # scene cut
+    state = forced_on.init_state()
+    keys = []
+    for f in (f1, f2, f3):
+        state, logits, stats = step(forced_on, params, state, f)
+        want = dense(f)
+        assert np.std(want) > 0.1
+        np.testing.assert_allclose(logits, want, atol=1e-5, rtol=0)
+        assert stats["ran"].all() and list(stats["bins"]) == NUM_BINS
+        assert stats["flops"] == pytest.approx(forced_on.dense_flops, rel=1e-6)
+        keys.append(bool(stats["key"]))
+    # frame 0 is a key frame; the pan is not; the unrelated frame crosses key_distortion.
+    assert keys == [True, False, True]
+
+
+def test_same_frame_twice_skips_everything_and_equals_dense(params, dense, counted):
+    f = frame(4)
+    state = counted.init_state()
+    state, logits, stats = step(counted, params, state, f)
+    assert bool(stats["key"]) and sorted(CALLS) == list(zip(GATED, NUM_BINS))  # dense on the key frame
+    np.testing.assert_allclose(logits, dense(f), atol=1e-5, rtol=0)
+    for t in (1, 2, 3):
+        state, logits, stats = step(counted, params, state, f)
+        assert not stats["key"]
+        assert CALLS == []                        # no compute branch executed
+        assert not stats["ran"].any() and (stats["bins"] == 0).all()
+        assert (stats["distortion"] == 0).all()
+        assert stats["flops"] == pytest.approx(counted.fixed_flops, rel=1e-6)
+        assert stats["flops"] < 0.7 * stats["dense_flops"]
+        np.testing.assert_allclose(logits, dense(f), atol=1e-5, rtol=0)
+    # frame 4: key-frame refresh, every block runs densely although nothing changed
+    state, logits, stats = step(counted, params, state, f)
+    assert bool(stats["key"]) and stats["ran"].all() and sorted(CALLS) == list(zip(GATED, NUM_BINS))
+    np.testing.assert_allclose(logits, dense(f), atol=1e-5, rtol=0)
+
+
+def reference(params, state, f, recomputed):
+    """The streaming semantics written out densely: each gated block's branch output is the dense
+    branch on the recomputed bins and the previous cache elsewhere; out = ReLU(x + r)."""
+    model, v = SegNet(NET), params["net"]
+    x = model.apply(v, jnp.asarray(f)[None], method=SegNet.stem)
+    feats = []
+    for i, (s, *_rest) in enumerate(block_specs(NET)):
+        if i in GATED:
+            name = f"block_{i}"
+            gh, gw = GRID[s]
+            _, h, w, c = x.shape
+            mask = from_bins(jnp.broadcast_to(jnp.asarray(recomputed[name])[:, None, None, None],
+                                              (gh * gw, h // gh, w // gw, 1)), (gh, gw))
+            r = jnp.where(mask, model.apply(v, i, x, method=SegNet.branch)[0], state.caches[name])
+            x = jax.nn.relu(x + r[None])
+        else:
+            x = model.apply(v, i, x, method=SegNet.block)
+        if i in stage_ends(NET):
+            feats.append(x)
+    return np.asarray(model.apply(v, feats, HW, method=SegNet.decode)[0])
+
+
+def test_partial_compute_inside_the_step_matches_its_reference(params, dense, counted):
+    """A local change: blocks run on some bins only (partial levels); the jitted step equals the
+    dense reference of the same decisions, and the counter saw exactly the blocks that ran, each
+    with the k of its capacity level."""
+    f1 = frame(5)
+    f2 = local_change(f1, 6)
+    state = counted.init_state()
+    state, _, _ = step(counted, params, state, f1)
+    before = state
+    state, logits, stats = step(counted, params, state, f2)
+    assert not stats["key"]
+    ran = [b for b, r in zip(GATED, stats["ran"]) if r]
+    assert sorted(CALLS) == sorted((b, int(k)) for b, k, r in zip(GATED, stats["bins"], stats["ran"]) if r)
+    assert [b for b, _ in sorted(CALLS)] == ran
+    partial = [(b, k, n) for b, k, n, r in zip(GATED, stats["bins"], NUM_BINS, stats["ran"]) if r and k < n]
+    assert partial, f"no block took a partial level: {stats}"
+    for name, rec in stats["recomputed"].items():
+        i = GATED.index(int(name.split("_")[1]))
+        assert rec.sum() == stats["bins"][i]
+        assert stats["bins"][i] in ((0,) if not stats["ran"][i] else counted.levels(GATED[i]))
+    # the changed corner (top-right bin of stage 0's 4x4 grid) is among the recomputed bins
+    assert stats["recomputed"]["block_0"][3]
+    want = reference(params, before, f2, stats["recomputed"])
+    # (patches vs whole maps sum in a different order: float32 round-off ~1e-6 relative)
+    np.testing.assert_allclose(logits, want, atol=1e-5, rtol=1e-5)
+    # partial FLOPs: fewer than dense, and the analytic count of the levels taken
+    expected = counted.fixed_flops + sum(counted.level_flops(b, int(k)) for b, k, r in
+                                         zip(GATED, stats["bins"], stats["ran"]) if r)
+    assert stats["flops"] == pytest.approx(expected, rel=1e-6) and stats["flops"] < stats["dense_flops"]
+    # and the approximation stays close to the dense output of the new frame
+    assert np.mean(np.argmax(logits, -1) == np.argmax(dense(f2), -1)) > 0.9
+
+
+def test_skipped_block_reuses_cache_and_drift_accumulates(params, counted):
+    """While a bin is reused its reference input stays the one its cache was computed from, so
+    small per-frame changes add up in the distortion until the block recomputes."""
+    f = frame(7)
+    state = counted.init_state()
+    state, _, _ = step(counted, params, state, f)
+    ds, ran = [], []
+    for t in range(1, 4):
+        state, _, stats = step(counted, params, state, f + 0.01 * t)
+        ds.append(float(stats["distortion"][0]))
+        ran.append(bool(stats["ran"][0]))
+    assert not ran[0]
+    assert ds[1] > 1.8 * ds[0]   # measured against frame 0's input, not frame 1's
+
+
+def test_compiled_step_has_real_conditionals(params, counted):
+    hlo = counted.step.lower(params, counted.init_state(), jnp.zeros((*HW, 3))).compile().as_text()
+    # one cond per gated block, plus one switch per block with more than one capacity level
+    # (block 7 has a single bin, so a single level, and its switch is folded away)
+    multi = sum(len(counted.levels(b)) > 1 for b in GATED)
+    assert multi == 4
+    assert hlo.count("conditional(") == len(GATED) + multi
+
+
+def test_frame_of_another_size_mid_stream_is_refused(params, counted):
+    state = counted.init_state()
+    with pytest.raises(ConfigError, match=r"frame shape \(32, 128, 3\) differs from image_size \(64, 128\)"):
+        counted.step(params, state, jnp.zeros((32, 128, 3)))
