@@ -9,6 +9,7 @@ import pytest
 from stmg_jax.config import ConfigError, SegNetConfig, StreamConfig
 from stmg_jax.distortion import from_bins
 from stmg_jax.generator import init_generators
+from stmg_jax.masked import masked_forward
 from stmg_jax.model import SegNet, block_specs, stage_ends
 from stmg_jax.streaming import Streamer
 from stmg_jax.testing import random_net_variables
@@ -157,6 +158,12 @@ def test_partial_compute_inside_the_step_matches_its_reference(params, dense, co
     want = reference(params, before, f2, stats["recomputed"])
     # (patches vs whole maps sum in a different order: float32 round-off ~1e-6 relative)
     np.testing.assert_allclose(logits, want, atol=1e-5, rtol=1e-5)
+    # ... and equals the batched masked-compute forward of gate training given the same masks
+    # (frame 0 was a key frame, so the caches are the dense pass on f1, as training assumes)
+    masks = {k: v[None].astype(np.float32) for k, v in stats["recomputed"].items()}
+    trained, _ = jax.jit(lambda p, a, b: masked_forward(NET, counted.config, p, a, b, masks=masks))(
+        params, jnp.asarray(f1)[None], jnp.asarray(f2)[None])
+    np.testing.assert_allclose(trained[0], logits, atol=1e-5, rtol=1e-5)
     # partial FLOPs: fewer than dense, and the analytic count of the levels taken
     expected = counted.fixed_flops + sum(counted.level_flops(b, int(k)) for b, k, r in
                                          zip(GATED, stats["bins"], stats["ran"]) if r)
