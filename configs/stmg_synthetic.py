@@ -1,0 +1,38 @@
+"""STMG on the synthetic moving-shape videos (2 classes: background, shape), CPU-sized.
+
+Dense training first (`dense_steps`), then the gates with the network frozen (`gate_steps`).
+Fields: net -> stmg_jax.config.SegNetConfig, stream -> StreamConfig, gates: loss weights, the
+FLOPs budget (fraction of the gateable blocks' branch FLOPs) and the generators' optimizer,
+optimizer: the dense phase's (everest_jax.optim fields), mesh: everest_jax.sharding mesh.
+"""
+
+import ml_collections
+
+
+def get_config(arg=None):
+    del arg
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.net = ml_collections.ConfigDict(dict(
+        num_classes=2, widths=(16, 32, 64, 128), blocks_per_stage=(2, 2, 2, 2), decoder_width=32,
+        residual_scale_init=0.0))
+    c.stream = ml_collections.ConfigDict(dict(
+        bin_grid=((4, 4), (4, 4), (2, 2), (1, 1)), capacities=(0.25, 0.5), gate_threshold=0.5,
+        bin_threshold=0.5, key_every=30, key_distortion=float("inf")))
+    c.data = ml_collections.ConfigDict(dict(
+        num_examples=4096, num_eval_examples=256, num_frames=8, image_size=(64, 64), seed=0,
+        camera_pan=False))
+    c.batch_size = 16
+    c.dense_steps = 300
+    c.gate_steps = 100
+    c.warmup_steps = 10
+    c.optimizer = ml_collections.ConfigDict(dict(
+        base_lr=3.2e-2, warmup_lr=1e-6, min_lr=1e-4, b1=0.9, b2=0.999, weight_decay=1e-4,
+        layer_decay=1.0, grad_clip_norm=1.0, grad_accum_steps=1))  # lr = base_lr * batch / 256
+    c.gates = ml_collections.ConfigDict(dict(
+        budget=0.3, ce_weight=1.0, distill_weight=1.0, budget_weight=10.0, tau=1.0,
+        optimizer=ml_collections.ConfigDict(dict(
+            base_lr=1.6e-1, warmup_lr=1e-6, min_lr=1e-4, b1=0.9, b2=0.999, weight_decay=0.0,
+            layer_decay=1.0, grad_clip_norm=1.0, grad_accum_steps=1))))
+    c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=1, tensor=1, num_devices=1))
+    return c
