@@ -48,7 +48,7 @@ def gumbel_sigmoid_st(logits: jax.Array, key: jax.Array | None, tau: float = 1.0
         logits = logits + jnp.log(u) - jnp.log1p(-u)
     soft = jax.nn.sigmoid(logits / tau)
     hard = (soft >= threshold).astype(soft.dtype)
-    return hard + soft - jax.lax.stop_gradient(soft)
+    return hard + (soft - jax.lax.stop_gradient(soft))  # exactly `hard` forward
 
 
 def _bins_to_pixels(m: jax.Array, grid: tuple[int, int], hw: tuple[int, int]) -> jax.Array:
