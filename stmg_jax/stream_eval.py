@@ -41,13 +41,15 @@ def stream_video(streamer: Streamer, params, frames: np.ndarray) -> dict[str, An
     of gateable bins recomputed), 'key_frames', 'flops' (T,)}."""
     step = streamer.step
     warm = step(params, streamer.init_state(), jnp.asarray(frames[0]))
-    jax.block_until_ready(warm)
+    warm = step(params, warm[0], jnp.asarray(frames[0]))  # a state produced by the step, too
+    argmax = jax.jit(lambda l: jnp.argmax(l, -1))
+    jax.block_until_ready(argmax(warm[1]))
     state = streamer.init_state()
     preds, flops, ran, bins, keys = [], [], [], [], []
     t0 = time.perf_counter()
     for f in frames:
         state, logits, stats = step(params, state, jnp.asarray(f))
-        pred = jnp.argmax(logits, -1).block_until_ready()
+        pred = argmax(logits).block_until_ready()
         preds.append(pred)
         flops.append(stats["flops"]), ran.append(stats["ran"]), bins.append(stats["bins"]), keys.append(stats["key"])
     seconds = time.perf_counter() - t0
@@ -79,3 +81,59 @@ def compare(net_config: SegNetConfig, streamer: Streamer, params, frames: np.nda
             "stmg": {"fps": s["fps"], "gflops_per_frame": s["gflops_per_frame"], "skip_rate": s["skip_rate"],
                      "miou": score(s["pred"]), "agreement": float(np.mean(s["pred"] == d["pred"])),
                      "bins_rate": s["bins_rate"], "key_frames": s["key_frames"]}}
+
+
+def load_video(path: str, size: tuple[int, int], max_frames: int) -> np.ndarray:
+    """A real video file -> (T, H, W, 3) float, ImageNet-normalised, resized to `size` (H, W) with
+    PIL bilinear (aspect not kept), at most `max_frames` frames from the start. Decoding errors
+    are `everest_jax.data.decode.VideoError` naming the file and the cause."""
+    from everest_jax.data.augment import resize
+    from everest_jax.data.decode import decode_all
+    from everest_jax.data.synthetic import normalize_video
+    frames = decode_all(path)[:max_frames]
+    return normalize_video(resize(frames, size))
+
+
+def main(argv=None) -> dict:
+    """python -m stmg_jax.stream_eval --checkpoint DIR [--video PATH ...] [--synthetic N]
+    [--size H W] [--frames T]: dense vs STMG per video; prints one line per video and, last, one
+    JSON object {"videos": {name: {"dense": {...}, "stmg": {...}}}} (see `compare`)."""
+    import argparse
+    import json
+    import os
+
+    from everest_jax.data.synthetic import SyntheticVideos, normalize_video
+    from stmg_jax.checkpoint import load_params
+    from stmg_jax.config import check_input_size
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--video", action="append", default=[], help="a video file (repeatable)")
+    ap.add_argument("--synthetic", type=int, default=0, help="number of synthetic test videos (with labels)")
+    ap.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"))
+    ap.add_argument("--frames", type=int, default=32)
+    args = ap.parse_args(argv)
+    net, stream, params = load_params(args.checkpoint)
+    if stream is None:
+        raise SystemExit(f"{args.checkpoint}: has no stream config / generators; train the gates first")
+    size = tuple(args.size)
+    check_input_size(*size, stream, field="--size")
+    streamer = Streamer(net, stream, size)
+    videos = {}
+    if args.synthetic:
+        data = SyntheticVideos(num_examples=args.synthetic, num_frames=args.frames, image_size=size, seed=12345)
+        for i in range(args.synthetic):
+            ex = data[i]
+            videos[f"synthetic_{i}"] = (normalize_video(ex["video"]), ex["mask"].astype(np.int32))
+    for path in args.video:
+        videos[os.path.basename(path)] = (load_video(path, size, args.frames), None)
+    out = {}
+    for name, (frames, labels) in videos.items():
+        out[name] = compare(net, streamer, params, frames, labels)
+        print(name, json.dumps(out[name]), flush=True)
+    print(json.dumps({"videos": out}))
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -200,3 +200,21 @@ def test_frame_of_another_size_mid_stream_is_refused(params, counted):
     state = counted.init_state()
     with pytest.raises(ConfigError, match=r"frame shape \(32, 128, 3\) differs from image_size \(64, 128\)"):
         counted.step(params, state, jnp.zeros((32, 128, 3)))
+
+
+def test_stream_eval_on_a_static_video(params, counted):
+    """compare(): a static 6-frame video with key frames at 0 and 4 (key_every=4): every other
+    block-frame is skipped, FLOPs per frame are the mean of the frames' counts, and the STMG
+    predictions agree with the dense ones everywhere."""
+    from stmg_jax.stream_eval import compare
+    frames = np.stack([frame(8)] * 6)
+    dense_pred = np.argmax(np.asarray(jax.jit(SegNet(NET).apply)(params["net"], jnp.asarray(frames[:1]))[0]), -1)
+    labels = np.stack([dense_pred] * 6).astype(np.int32)
+    r = compare(NET, counted, params, frames, labels)
+    assert r["stmg"]["skip_rate"] == pytest.approx(4 / 6)
+    assert r["stmg"]["key_frames"] == 2
+    assert r["stmg"]["gflops_per_frame"] == pytest.approx((2 * counted.dense_flops + 4 * counted.fixed_flops) / 6 / 1e9,
+                                                          rel=1e-6)
+    assert r["dense"]["gflops_per_frame"] == pytest.approx(counted.dense_flops / 1e9)
+    assert r["stmg"]["agreement"] == 1.0 and r["dense"]["miou"] == pytest.approx(100.0)
+    assert r["stmg"]["miou"] == pytest.approx(100.0) and r["stmg"]["fps"] > 0
