@@ -13,6 +13,8 @@ def get_config(arg=None):
     del arg
     c = ml_collections.ConfigDict()
     c.seed = 0
+    c.init_from = ""  # an STMG checkpoint directory (e.g. a run's dense/): skip dense training
+    c.log_every = 50
     c.net = ml_collections.ConfigDict(dict(
         num_classes=2, widths=(16, 32, 64, 128), blocks_per_stage=(2, 2, 2, 2), decoder_width=32,
         residual_scale_init=0.0))

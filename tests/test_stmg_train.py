@@ -109,3 +109,17 @@ def test_gate_training_moves_cost_to_the_budget():
     # the generators' thresholds moved (gradients flow through the straight-through gates)
     after = trainer.state.params
     assert float(after["block_0"]["params"]["bin_threshold"]) > float(before["block_0"]["params"]["bin_threshold"])
+
+
+def test_cli_config_checks_name_the_field():
+    from stmg_jax.config import ConfigError
+    from stmg_jax.main import check_config
+    cfg = get_config()
+    check_config(cfg)  # the shipped config is valid
+    cfg.data.image_size = (64, 80)
+    with pytest.raises(ConfigError, match="data.image_size width 80"):
+        check_config(cfg)
+    cfg = get_config()
+    cfg.stream.bin_grid = (8, 8)
+    with pytest.raises(ConfigError, match=r"bin_grid\[2\]=\(8, 8\)"):
+        check_config(cfg)
