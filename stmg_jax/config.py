@@ -80,6 +80,10 @@ class StreamConfig:
       key_distortion: a frame whose stem-output distortion (mean |f_t - f_ref| / mean |f_t|, see
         `distortion.py`) is at least this is also a key frame (scene cut, large camera motion).
         `inf` disables it.
+      gate_downsampling: also gate the stride-2 (projection-shortcut) blocks' residual branches
+        (bins are those of the block's output map; the input patch of an output bin spans
+        2 * (bin + 1) + 3 input pixels per side, see `distortion.gather_with_halo`). Default off:
+        only identity-shortcut blocks are gated.
     """
 
     bin_grid: Any = (4, 4)
@@ -88,6 +92,7 @@ class StreamConfig:
     bin_threshold: float = 0.5
     key_every: int = 30
     key_distortion: float = float("inf")
+    gate_downsampling: bool = False
 
     def __post_init__(self):
         g = self.bin_grid

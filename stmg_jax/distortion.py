@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 EPS = 1e-6
-HALO = 2  # a BasicBlock branch has two 3x3 convs: each output pixel sees 2 input pixels each side
+HALO = 2  # a stride-1 BasicBlock branch has two 3x3 convs: each output pixel sees 2 input pixels each side
 
 
 def to_bins(x: jax.Array, grid: tuple[int, int]) -> jax.Array:
@@ -50,18 +50,25 @@ def pooled_bins(x: jax.Array, grid: tuple[int, int]) -> jax.Array:
     return jnp.mean(to_bins(x, grid), axis=(1, 2))
 
 
-def gather_with_halo(x: jax.Array, idx: jax.Array, grid: tuple[int, int], halo: int = HALO) -> jax.Array:
-    """Bins `idx` (k,) of x (H, W, C) with `halo` pixels each side -> (k, bh + 2 halo, bw + 2 halo, C).
+def gather_with_halo(x: jax.Array, idx: jax.Array, grid: tuple[int, int], stride: int = 1) -> jax.Array:
+    """Input patches of output bins `idx` (k,) for a BasicBlock branch (3x3 conv /stride, 3x3 conv).
 
-    Pixels outside the image are zeros (what the first SAME-padded conv of the dense branch sees).
+    x (H, W, C) is the block input; bins are those of the block's output map (H/stride, W/stride)
+    on `grid`, of (bh, bw) output pixels. An output bin needs the first conv's outputs on the bin
+    plus a 1-pixel ring, i.e. input rows stride*(r0 - 1) - 1 .. stride*(r0 + bh) + 1: patches of
+    (stride*(bh+1) + 3, stride*(bw+1) + 3) = (bh + 4, bw + 4) at stride 1 (a 2-pixel halo).
+    Returns (k, stride*(bh+1)+3, stride*(bw+1)+3, C); pixels outside the image are zeros (what
+    the dense branch's SAME-padded first conv sees).
     """
     h, w, c = x.shape
     gh, gw = grid
-    bh, bw = h // gh, w // gw
-    xp = jnp.pad(x, ((halo, halo), (halo, halo), (0, 0)))
+    bh, bw = h // stride // gh, w // stride // gw
+    pad = stride + 1
+    xp = jnp.pad(x, ((pad, pad), (pad, pad), (0, 0)))
+    size = (stride * (bh + 1) + 3, stride * (bw + 1) + 3, c)
 
     def one(b):
-        return jax.lax.dynamic_slice(xp, ((b // gw) * bh, (b % gw) * bw, 0), (bh + 2 * halo, bw + 2 * halo, c))
+        return jax.lax.dynamic_slice(xp, ((b // gw) * bh * stride, (b % gw) * bw * stride, 0), size)
     return jax.vmap(one)(idx)
 
 

@@ -75,8 +75,8 @@ def init_generators(key: jax.Array, net: SegNetConfig, stream: StreamConfig,
     """
     def init(key):
         out = {}
-        for i in gateable_blocks(net):
-            s, _, c, _ = block_specs(net)[i]
+        for i in gateable_blocks(net, stream.gate_downsampling):
+            s, c, _, _ = block_specs(net)[i]  # the generator sees the block's input (c = its width)
             n = stream.bin_grid[s][0] * stream.bin_grid[s][1]
             key, sub = jax.random.split(key)
             out[f"block_{i}"] = generator.init(sub, jnp.zeros((n,)), jnp.zeros((n, c)), jnp.zeros((n, c)))

@@ -6,7 +6,7 @@ the fresh branch output with the cached one,
 
     M_b   = gate * bin_mask_b                        (per sample, per bin; hard 0/1 forward)
     r     = M * branch(x_t) + (1 - M) * r_{t-1}      (M upsampled from bins to pixels)
-    out   = ReLU(x_t + r)
+    out   = ReLU(shortcut(x_t) + r)                  (identity, or the 1x1 projection)
 
 which is exactly what the streaming path computes for the bins it recomputes (see
 `tests/test_stmg_streaming.py`, which checks the streaming step against this function).
@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from stmg_jax.config import SegNetConfig, StreamConfig, check_input_size
 from stmg_jax.distortion import from_bins
 from stmg_jax.generator import MaskGenerator, generator_inputs
-from stmg_jax.model import SegNet, block_specs, dense_flops, gateable_blocks, stage_ends
+from stmg_jax.model import SegNet, block_specs, branch_flops, gateable_blocks, stage_ends
 
 
 def gumbel_sigmoid_st(logits: jax.Array, key: jax.Array | None, tau: float = 1.0,
@@ -60,21 +60,22 @@ def _bins_to_pixels(m: jax.Array, grid: tuple[int, int], hw: tuple[int, int]) ->
     return jax.vmap(lambda t: from_bins(t, grid))(tiles)
 
 
-def dense_trace(net_config: SegNetConfig, net_vars, frames: jax.Array):
-    """Dense pass that records the gateable blocks' inputs and branch outputs.
+def dense_trace(net_config: SegNetConfig, net_vars, frames: jax.Array, gated: list[int] | None = None):
+    """Dense pass that records the gated blocks' inputs and branch outputs.
 
-    frames (B, H, W, 3) -> (logits (B, H, W, K), inputs {'block_<i>': (B, h, w, c)},
-    branches {'block_<i>': (B, h, w, c)}).
+    frames (B, H, W, 3) -> (logits (B, H, W, K), inputs {'block_<i>': (B, H_i, W_i, Cin)},
+    branches {'block_<i>': (B, h_i, w_i, C)}); gated: block indices (default: identity blocks).
     """
     net = SegNet(net_config)
-    gated, ends = gateable_blocks(net_config), stage_ends(net_config)
+    gated = gateable_blocks(net_config) if gated is None else gated
+    ends = stage_ends(net_config)
     x = net.apply(net_vars, frames, method=SegNet.stem)
     inputs, branches, feats = {}, {}, []
     for i in range(len(block_specs(net_config))):
         if i in gated:
             r = net.apply(net_vars, i, x, method=SegNet.branch)
             inputs[f"block_{i}"], branches[f"block_{i}"] = x, r
-            x = jax.nn.relu(x + r)
+            x = jax.nn.relu(net.apply(net_vars, i, x, method=SegNet.shortcut) + r)
         else:
             x = net.apply(net_vars, i, x, method=SegNet.block)
         if i in ends:
@@ -96,12 +97,13 @@ def masked_forward(net_config: SegNetConfig, stream_config: StreamConfig, params
     check_input_size(cur.shape[1], cur.shape[2], stream_config)
     net = SegNet(net_config)
     nv = params["net"]
-    _, prev_inputs, prev_branches = dense_trace(net_config, nv, prev)
+    gated = gateable_blocks(net_config, stream_config.gate_downsampling)
+    _, prev_inputs, prev_branches = dense_trace(net_config, nv, prev, gated)
     prev_inputs = jax.lax.stop_gradient(prev_inputs)
     prev_branches = jax.lax.stop_gradient(prev_branches)
-    gated, ends, specs = gateable_blocks(net_config), stage_ends(net_config), block_specs(net_config)
+    ends, specs = stage_ends(net_config), block_specs(net_config)
     hh, ww = cur.shape[1:3]
-    flops = dense_flops(net_config, hh, ww)
+    flops = {f"block_{i}": branch_flops(net_config, i, hh, ww) for i in gated}
     x = net.apply(nv, cur, method=SegNet.stem)
     feats, out_masks, gate_probs, bin_probs, cost = [], {}, {}, {}, 0.0
     total = sum(flops[f"block_{i}"] for i in gated)
@@ -123,9 +125,10 @@ def masked_forward(net_config: SegNetConfig, stream_config: StreamConfig, params
                 m = g[:, None] * b
             out_masks[name] = m
             cost = cost + flops[name] * jnp.mean(m, axis=1) / total
-            mp = _bins_to_pixels(m, grid, x.shape[1:3])
-            r = mp * net.apply(nv, i, x, method=SegNet.branch) + (1 - mp) * prev_branches[name]
-            x = jax.nn.relu(x + r)
+            fresh = net.apply(nv, i, x, method=SegNet.branch)          # (B, h, w, C)
+            mp = _bins_to_pixels(m, grid, fresh.shape[1:3])
+            r = mp * fresh + (1 - mp) * prev_branches[name]
+            x = jax.nn.relu(net.apply(nv, i, x, method=SegNet.shortcut) + r)
         else:
             x = net.apply(nv, i, x, method=SegNet.block)
         if i in ends:

@@ -20,12 +20,12 @@ Design choices:
     network starts as identity blocks and trains stably.
   * BasicBlock: out = ReLU(shortcut(x) + branch(x)), branch = affine(conv3x3(ReLU(affine(conv3x3(x))))),
     shortcut = identity, or affine(conv1x1 /stride) when the stride or the width changes.
-  * Gateable blocks (STMG may skip them or recompute only some bins) are exactly the blocks with an
-    identity shortcut (stride 1, same width): stage 0's blocks and every non-first block of the
-    other stages (5 of 8 in ResNet-18). Their branch output can be cached at the same resolution
-    as their input and reused as out = ReLU(x_t + cached_branch). Downsampling blocks always run
-    densely (their output resolution differs from their input's, and they are ~3/8 of the encoder
-    FLOPs in ResNet-18).
+  * Gateable blocks (STMG may skip them or recompute only some bins) are by default exactly the
+    blocks with an identity shortcut (stride 1, same width): stage 0's blocks and every non-first
+    block of the other stages (5 of 8 in ResNet-18). Their branch output is cached and reused as
+    out = ReLU(x_t + cached_branch). With StreamConfig.gate_downsampling the stride-2 blocks are
+    gated too: their cheap 1x1 projection shortcut always runs on the current frame and only the
+    residual branch (cached at the output resolution) is reused: out = ReLU(proj(x_t) + cached).
   * The decoder always runs densely.
 
 `SegNet` exposes the pieces so that the streaming path can run blocks one by one with
@@ -198,9 +198,20 @@ def block_specs(config: SegNetConfig) -> list[tuple[int, int, int, int]]:
     return specs
 
 
-def gateable_blocks(config: SegNetConfig) -> list[int]:
-    """Indices of the identity-shortcut blocks (stride 1, same width): the ones STMG may skip."""
-    return [i for i, (_, cin, cout, stride) in enumerate(block_specs(config)) if stride == 1 and cin == cout]
+def gateable_blocks(config: SegNetConfig, downsampling: bool = False) -> list[int]:
+    """Indices of the blocks STMG may skip: the identity-shortcut blocks (stride 1, same width),
+    and with `downsampling` (StreamConfig.gate_downsampling) the projection-shortcut blocks too
+    (their 1x1 projection shortcut then always runs; only the residual branch is gated)."""
+    return [i for i, (_, cin, cout, stride) in enumerate(block_specs(config))
+            if downsampling or (stride == 1 and cin == cout)]
+
+
+def branch_flops(config: SegNetConfig, i: int, height: int, width: int) -> int:
+    """FLOPs of block i's residual branch (two 3x3 convs, no projection) for an input frame of
+    (height, width)."""
+    s, cin, cout, _ = block_specs(config)[i]
+    h, w = height // 2 ** (s + 2), width // 2 ** (s + 2)
+    return conv_flops(h, w, cin, cout, 3) + conv_flops(h, w, cout, cout, 3)
 
 
 def stage_ends(config: SegNetConfig) -> list[int]:

@@ -4,8 +4,8 @@ Per frame:
   1. stem (always dense). Key frame if frame 0, every `key_every`-th frame, or when the stem
      output's distortion against the previous frame's stem output reaches `key_distortion`
      (a scene cut).
-  2. blocks in order. A non-gateable block (downsampling, projection shortcut) runs densely.
-     A gateable block i with input x (h, w, c):
+  2. blocks in order. A non-gateable block (by default the downsampling, projection-shortcut
+     blocks; see StreamConfig.gate_downsampling) runs densely. A gateable block i with input x:
        d, pooled, change = generator_inputs(x, ref_i, grid)        (ref_i: see `StreamState`)
        gate_logit, bin_logits = generator_i(d, pooled, change)
        selected = sigmoid(bin_logits) >= bin_threshold;  n_sel = sum(selected)
@@ -15,12 +15,13 @@ Per frame:
              reuse:   r = cache_i                                   (nothing else executes)
              compute: lax.switch(level, [partial(k_0), ..., partial(k_{L-2}), dense])
                partial(k): the k bins of highest bin probability (lax.top_k, static k) are
-                 gathered with a 2-pixel halo (two 3x3 convs), the branch runs VALID on the
-                 (k, bh+4, bw+4, c) patches with the first conv's positions outside the image
+                 gathered with a 2-pixel halo (two 3x3 convs; bins are on the block's output map,
+                 a stride-2 block gathers 2*(bh+1)+3 input rows per bin), the branch runs VALID on
+                 the (k, bh+4, bw+4, c) patches with the first conv's positions outside the image
                  zeroed (`distortion.inside_mask`), the (k, bh, bw, c) results are scattered into
                  the cache, cache elsewhere. ref_i is updated on the recomputed bins only.
                dense: the branch on the whole map (no halo overhead); ref_i = x.
-       out = ReLU(x + r)
+       out = ReLU(shortcut(x) + r)        (shortcut: identity, or the 1x1 projection, always run)
      Reuse is the identity transform of the previous branch output (the SPEC's minimum); the
      identity shortcut still carries the current frame's x through every skipped block.
   3. decoder (always dense) -> logits (H, W, num_classes).
@@ -46,9 +47,9 @@ import jax
 import jax.numpy as jnp
 
 from stmg_jax.config import ConfigError, SegNetConfig, StreamConfig, check_input_size
-from stmg_jax.distortion import EPS, HALO, gather_with_halo, inside_mask, scatter_bins, to_bins
+from stmg_jax.distortion import EPS, gather_with_halo, inside_mask, scatter_bins, to_bins
 from stmg_jax.generator import MaskGenerator, generator_inputs
-from stmg_jax.model import SegNet, block_specs, conv_flops, dense_flops, gateable_blocks, stage_ends
+from stmg_jax.model import SegNet, block_specs, branch_flops, conv_flops, dense_flops, gateable_blocks, stage_ends
 
 
 @flax.struct.dataclass
@@ -84,58 +85,75 @@ class Streamer:
         self.image_size = tuple(image_size)
         self.net, self.generator, self.on_compute = SegNet(net_config), generator, on_compute
         self.specs = block_specs(net_config)
-        self.gateable = gateable_blocks(net_config)
+        self.gateable = gateable_blocks(net_config, stream_config.gate_downsampling)
         self.ends = stage_ends(net_config)
         h, w = self.image_size
         dense = dense_flops(net_config, h, w)
         self.dense_flops = float(dense["total"])
-        self.fixed_flops = float(dense["total"] - sum(dense[f"block_{i}"] for i in self.gateable))
+        self.fixed_flops = float(dense["total"] - sum(branch_flops(net_config, i, h, w) for i in self.gateable))
         self.step = jax.jit(self._step)
 
     # -- static geometry ------------------------------------------------------------------------
     def block_geometry(self, i: int) -> tuple[tuple[int, int], tuple[int, int], int]:
-        """((h, w) feature map, (gh, gw) bin grid, channels) of block i."""
+        """((h, w) output feature map, (gh, gw) bin grid, output channels) of block i."""
         s, _, c, _ = self.specs[i]
         h, w = self.image_size
         return (h // 2 ** (s + 2), w // 2 ** (s + 2)), self.config.bin_grid[s], c
+
+    def block_input(self, i: int) -> tuple[int, int, int]:
+        """(H, W, C) of block i's input (stride x the output map for a downsampling block)."""
+        (h, w), _, _ = self.block_geometry(i)
+        _, cin, _, stride = self.specs[i]
+        return h * stride, w * stride, cin
 
     def levels(self, i: int) -> tuple[int, ...]:
         _, (gh, gw), _ = self.block_geometry(i)
         return self.config.levels(gh * gw)
 
+    def partial_flops(self, i: int, k: int) -> float:
+        """Branch FLOPs of partial compute on k bins: per bin, the first conv on the bin plus a
+        1-pixel ring of output positions (the halo) and the second conv on the bin."""
+        (h, w), (gh, gw), c = self.block_geometry(i)
+        cin = self.specs[i][1]
+        bh, bw = h // gh, w // gw
+        return float(k * (conv_flops(bh + 2, bw + 2, cin, c, 3) + conv_flops(bh, bw, c, c, 3)))
+
     def level_flops(self, i: int, k: int) -> float:
+        """Branch FLOPs of the capacity level with k bins (the last level, k = all bins, is dense)."""
         (h, w), (gh, gw), c = self.block_geometry(i)
         if k == gh * gw:
-            return float(2 * conv_flops(h, w, c, c, 3))
-        bh, bw = h // gh, w // gw
-        return float(k * (conv_flops(bh + 2, bw + 2, c, c, 3) + conv_flops(bh, bw, c, c, 3)))
+            return float(branch_flops(self.net_config, i, *self.image_size))
+        return self.partial_flops(i, k)
 
     # -- state ----------------------------------------------------------------------------------
     def init_state(self) -> StreamState:
         h, w = self.image_size
-        zeros = {}
+        refs, caches = {}, {}
         for i in self.gateable:
             (fh, fw), _, c = self.block_geometry(i)
-            zeros[f"block_{i}"] = jnp.zeros((fh, fw, c), jnp.float32)
+            caches[f"block_{i}"] = jnp.zeros((fh, fw, c), jnp.float32)
+            refs[f"block_{i}"] = jnp.zeros(self.block_input(i), jnp.float32)
         return StreamState(count=jnp.zeros((), jnp.int32),
                            stem_ref=jnp.zeros((h // 4, w // 4, self.net_config.widths[0]), jnp.float32),
-                           refs=dict(zeros), caches=dict(zeros))
+                           refs=refs, caches=caches)
 
     # -- one block ------------------------------------------------------------------------------
     def partial_level(self, nv, i: int, k: int):
         """Capacity level of k bins for gateable block i: a function
-        (x, ref, cache, score) -> (cache', ref', recomputed (n,) bool, flops), maps (h, w, c), score (n,);
-        recomputes the branch on the k bins of highest score (halo handled), cache elsewhere."""
+        (x, ref, cache, score) -> (cache', ref', recomputed (n,) bool, flops); x, ref: the block's
+        input (H, W, Cin), cache: its branch output (h, w, C), score (n,). Recomputes the branch on
+        the k bins of highest score (halo handled), cache elsewhere."""
         (h, w), grid, _ = self.block_geometry(i)
-        flops = self.level_flops(i, k)
+        stride = self.specs[i][3]
+        flops = self.partial_flops(i, k)
 
         def run(x, ref, cache, score):
             if self.on_compute is not None:
                 jax.debug.callback(lambda: self.on_compute(i, k))
             idx = jax.lax.top_k(score, k)[1]
-            patches = gather_with_halo(x, idx, grid, HALO)                       # (k, bh+4, bw+4, c)
+            patches = gather_with_halo(x, idx, grid, stride)    # (k, s(bh+1)+3, s(bw+1)+3, Cin)
             mask = inside_mask(idx, grid, (h, w), 1)                             # (k, bh+2, bw+2, 1)
-            r = self.net.apply(nv, i, patches, 0, mask, method=SegNet.branch)    # (k, bh, bw, c)
+            r = self.net.apply(nv, i, patches, 0, mask, method=SegNet.branch)    # (k, bh, bw, C)
             recomputed = jnp.zeros((grid[0] * grid[1],), bool).at[idx].set(True)
             return (scatter_bins(cache, idx, r, grid), scatter_bins(ref, idx, to_bins(x, grid)[idx], grid),
                     recomputed, jnp.float32(flops))
@@ -154,7 +172,7 @@ class Streamer:
         return run
 
     def _gated_block(self, params, state: StreamState, i: int, x: jax.Array, key: jax.Array):
-        """x (h, w, c) -> (out (h, w, c), new ref, new cache, per-block stats, recomputed (n,) bool)."""
+        """x (H, W, Cin) -> (out (h, w, C), new ref, new cache, per-block stats, recomputed (n,) bool)."""
         nv, name = params["net"], f"block_{i}"
         _, grid, _ = self.block_geometry(i)
         ref, cache = state.refs[name], state.caches[name]
@@ -176,7 +194,10 @@ class Streamer:
 
         cache, ref, recomputed, flops = jax.lax.cond(run, compute, reuse, x, ref, cache, bin_p)
         bins = jnp.sum(recomputed).astype(jnp.int32)
-        out = jax.nn.relu(x + cache)  # the (possibly partly) refreshed cache is this frame's branch output
+        # the (possibly partly) refreshed cache is this frame's branch output
+        shortcut = x if self.specs[i][3] == 1 and self.specs[i][1] == self.specs[i][2] else \
+            self.net.apply(nv, i, x[None], method=SegNet.shortcut)[0]
+        out = jax.nn.relu(shortcut + cache)
         stats = dict(ran=run, level=jnp.where(run, level, -1).astype(jnp.int32), bins=bins,
                      selected=n_sel, distortion=jnp.mean(d), gate_prob=gate_p, flops=flops)
         return out, ref, cache, stats, recomputed

@@ -157,3 +157,35 @@ def test_capacity_levels():
     assert s.levels(16) == (4, 8, 16)
     assert s.levels(4) == (1, 2, 4)
     assert s.levels(1) == (1,)
+
+
+@pytest.mark.parametrize("block,bins", [
+    (2, [0, 3, 5, 15]),    # stage 1 (8x16 output, 4x4 grid of 2x4 bins): corners + interior
+    (4, [1, 2]),           # stage 2 (4x8 output, 2x2 grid)
+    (6, [0]),              # stage 3, a single bin: the whole map through the gather path
+])
+def test_partial_compute_of_a_downsampling_block(net_vars, block, bins):
+    """Stride-2 blocks (StreamConfig.gate_downsampling): output bins gathered from the input with
+    2 * (bin + 1) + 3 pixels per side equal the dense stride-2 branch on those bins."""
+    streamer = Streamer(NET, StreamConfig(bin_grid=STREAM.bin_grid, gate_downsampling=True), HW)
+    assert streamer.gateable == list(range(8))
+    (h, w), grid, c = streamer.block_geometry(block)
+    hin, win, cin = streamer.block_input(block)
+    assert (hin, win, cin) == (2 * h, 2 * w, c // 2)
+    x = jax.nn.relu(normal(block, (hin, win, cin)))
+    dense = SegNet(NET).apply(net_vars, block, x[None], method=SegNet.branch)[0]
+    assert dense.shape == (h, w, c)
+    n = grid[0] * grid[1]
+    score = jnp.zeros((n,)).at[jnp.asarray(bins)].set(1.0 + jnp.arange(len(bins)))
+    cache = jnp.full((h, w, c), 7.0)
+    new_cache, new_ref, recomputed, flops = jax.jit(streamer.partial_level(net_vars, block, len(bins)))(
+        x, jnp.zeros((hin, win, cin)), cache, score)
+    got, want = to_bins(new_cache, grid), to_bins(dense, grid)
+    np.testing.assert_allclose(got[jnp.asarray(bins)], want[jnp.asarray(bins)], atol=1e-5)
+    others = [b for b in range(n) if b not in bins]
+    if others:
+        np.testing.assert_array_equal(got[jnp.asarray(others)], 7.0)
+    # the reference input is updated on the recomputed bins (input-resolution bins of the same grid)
+    np.testing.assert_array_equal(to_bins(new_ref, grid)[jnp.asarray(bins)], to_bins(x, grid)[jnp.asarray(bins)])
+    bh, bw = h // grid[0], w // grid[1]
+    assert float(flops) == len(bins) * (2 * 9 * cin * c * (bh + 2) * (bw + 2) + 2 * 9 * c * c * bh * bw)

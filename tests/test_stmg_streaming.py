@@ -218,3 +218,32 @@ def test_stream_eval_on_a_static_video(params, counted):
     assert r["dense"]["gflops_per_frame"] == pytest.approx(counted.dense_flops / 1e9)
     assert r["stmg"]["agreement"] == 1.0 and r["dense"]["miou"] == pytest.approx(100.0)
     assert r["stmg"]["miou"] == pytest.approx(100.0) and r["stmg"]["fps"] > 0
+
+
+def test_gating_downsampling_blocks_too(params, dense):
+    """StreamConfig.gate_downsampling: all 8 blocks gated (the 1x1 projections always run). Key
+    frame = dense; a static frame skips all 8 and equals dense; a local change equals the masked
+    forward with the same masks."""
+    stream = StreamConfig(bin_grid=GRID, key_every=0, gate_downsampling=True)
+    p = {"net": params["net"], "gen": init_generators(jax.random.key(1), NET, stream)}
+    streamer = Streamer(NET, stream, HW)
+    f1 = frame(9)
+    f2 = local_change(f1, 10, rows=slice(24, 48), cols=slice(40, 72))  # interior change
+    state = streamer.init_state()
+    state, logits, stats = step(streamer, p, state, f1)
+    assert stats["ran"].shape == (8,) and stats["ran"].all()
+    np.testing.assert_allclose(logits, dense(f1), atol=1e-5, rtol=0)
+    skipped_state, logits, stats = step(streamer, p, state, f1)
+    assert not stats["ran"].any()
+    np.testing.assert_allclose(logits, dense(f1), atol=1e-5, rtol=0)
+    # skipping every branch leaves only stem, projections and decoder
+    projections = sum(2 * c_in * c_out * (HW[0] // 2 ** (s + 2)) * (HW[1] // 2 ** (s + 2))
+                      for s, c_in, c_out, st in block_specs(NET) if st == 2)
+    assert stats["flops"] == pytest.approx(streamer.fixed_flops, rel=1e-6)
+    assert streamer.fixed_flops < 0.45 * streamer.dense_flops and streamer.fixed_flops > projections
+    _, logits, stats = step(streamer, p, state, f2)
+    assert any(0 < k < n for k, n, r in zip(stats["bins"], [16, 16, 16, 16, 4, 4, 1, 1], stats["ran"]) if r)
+    masks = {k: v[None].astype(np.float32) for k, v in stats["recomputed"].items()}
+    trained, _ = jax.jit(lambda q, a, b: masked_forward(NET, stream, q, a, b, masks=masks))(
+        p, jnp.asarray(f1)[None], jnp.asarray(f2)[None])
+    np.testing.assert_allclose(trained[0], logits, atol=1e-5, rtol=1e-5)
