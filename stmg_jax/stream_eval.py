@@ -113,11 +113,18 @@ def main(argv=None) -> dict:
     ap.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"))
     ap.add_argument("--frames", type=int, default=32)
     args = ap.parse_args(argv)
-    net, stream, params = load_params(args.checkpoint)
-    if stream is None:
-        raise SystemExit(f"{args.checkpoint}: has no stream config / generators; train the gates first")
-    size = tuple(args.size)
-    check_input_size(*size, stream, field="--size")
+    from stmg_jax.checkpoint import CheckpointError
+    from stmg_jax.config import ConfigError
+    try:
+        net, stream, params = load_params(args.checkpoint)
+        if stream is None or "gen" not in params:
+            raise CheckpointError(f"{args.checkpoint}: has no stream config / generators; train the gates first")
+        size = tuple(args.size)
+        check_input_size(*size, stream, field="--size")
+    except CheckpointError as e:
+        raise SystemExit(f"checkpoint error: {e}")
+    except ConfigError as e:
+        raise SystemExit(f"config error: {e}")
     streamer = Streamer(net, stream, size)
     videos = {}
     if args.synthetic:
@@ -125,8 +132,12 @@ def main(argv=None) -> dict:
         for i in range(args.synthetic):
             ex = data[i]
             videos[f"synthetic_{i}"] = (normalize_video(ex["video"]), ex["mask"].astype(np.int32))
+    from everest_jax.data.decode import VideoError
     for path in args.video:
-        videos[os.path.basename(path)] = (load_video(path, size, args.frames), None)
+        try:
+            videos[os.path.basename(path)] = (load_video(path, size, args.frames), None)
+        except VideoError as e:
+            raise SystemExit(f"video error: {e}")
     out = {}
     for name, (frames, labels) in videos.items():
         out[name] = compare(net, streamer, params, frames, labels)

@@ -206,11 +206,12 @@ class Streamer:
     def _step(self, params, state: StreamState, frame: jax.Array):
         """frame (H, W, 3) float (normalised like training) -> (state, logits (H, W, classes), stats).
 
-        stats: key (bool); stem_distortion (the key-frame test's d); per gateable block, in order of `self.gateable`, arrays of shape (G,):
-        ran (bool), level (int32, -1 when skipped), bins (recomputed), selected (bins over the
-        mask threshold), distortion (mean of d), gate_prob, block_flops; flops (this frame's total,
-        float32) and dense_flops (a dense frame's); recomputed: {'block_<i>': (n,) bool} the bins
-        whose branch output was recomputed this frame (row-major over the block's bin grid).
+        stats: key (bool); stem_distortion (the key-frame test's d); per gated block, in the order
+        of `self.gateable`, arrays of shape (G,): ran (bool), level (int32, -1 when skipped), bins
+        (recomputed), selected (bins over the mask threshold), distortion (mean of d), gate_prob,
+        block_flops (branch FLOPs taken); flops (this frame's total, float32) and dense_flops (a
+        dense frame's); recomputed: {'block_<i>': (n,) bool} the bins whose branch output was
+        recomputed this frame (row-major over the block's bin grid).
         """
         if frame.shape != (*self.image_size, 3):
             raise ConfigError(f"frame shape {tuple(frame.shape)} differs from image_size "

@@ -30,3 +30,22 @@ def test_other_architecture_and_other_directories_are_refused(tmp_path):
         check_architecture(params, deeper)
     with pytest.raises(CheckpointError, match="not an STMG checkpoint"):
         load_params(tmp_path)
+
+
+def test_stream_eval_cli_refuses_bad_checkpoint_video_and_size(tmp_path):
+    from stmg_jax.stream_eval import main
+    with pytest.raises(SystemExit, match="checkpoint error: .*not an STMG checkpoint"):
+        main(["--checkpoint", str(tmp_path), "--synthetic", "1"])
+    save_params(tmp_path / "dense", {"net": random_net_variables(NET, (64, 64), seed=3)}, NET)
+    with pytest.raises(SystemExit, match="checkpoint error: .*train the gates first"):
+        main(["--checkpoint", str(tmp_path / "dense"), "--synthetic", "1"])
+    from stmg_jax.generator import init_generators
+    params = {"net": random_net_variables(NET, (64, 64), seed=3),
+              "gen": init_generators(jax.random.key(0), NET, STREAM)}
+    save_params(tmp_path / "final", params, NET, STREAM)
+    with pytest.raises(SystemExit, match="config error: --size width 72"):
+        main(["--checkpoint", str(tmp_path / "final"), "--size", "64", "72"])
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    with pytest.raises(SystemExit, match="video error: .*bad.mp4"):
+        main(["--checkpoint", str(tmp_path / "final"), "--video", str(bad)])
