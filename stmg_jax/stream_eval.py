@@ -45,13 +45,14 @@ def stream_video(streamer: Streamer, params, frames: np.ndarray) -> dict[str, An
     argmax = jax.jit(lambda l: jnp.argmax(l, -1))
     jax.block_until_ready(argmax(warm[1]))
     state = streamer.init_state()
-    preds, flops, ran, bins, keys = [], [], [], [], []
+    preds, flops, ran, bins, keys, recomputed = [], [], [], [], [], []
     t0 = time.perf_counter()
     for f in frames:
         state, logits, stats = step(params, state, jnp.asarray(f))
         pred = argmax(logits).block_until_ready()
         preds.append(pred)
         flops.append(stats["flops"]), ran.append(stats["ran"]), bins.append(stats["bins"]), keys.append(stats["key"])
+        recomputed.append(stats["recomputed"])
     seconds = time.perf_counter() - t0
     flops, ran, bins = np.asarray(flops), np.asarray(ran), np.asarray(bins)
     total_bins = sum(streamer.config.bin_grid[streamer.specs[i][0]][0] * streamer.config.bin_grid[streamer.specs[i][0]][1]
@@ -59,16 +60,78 @@ def stream_video(streamer: Streamer, params, frames: np.ndarray) -> dict[str, An
     return {"pred": np.stack([np.asarray(p) for p in preds]), "seconds": seconds, "fps": len(frames) / seconds,
             "gflops_per_frame": float(flops.mean()) / 1e9, "flops": flops,
             "skip_rate": float(1 - ran.mean()), "bins_rate": float(bins.sum(1).mean() / total_bins),
-            "key_frames": int(np.sum(keys))}
+            "key_frames": int(np.sum(keys)),
+            "recompute_map": np.stack([recompute_map(streamer, r) for r in recomputed])}
+
+
+def recompute_map(streamer: Streamer, recomputed: dict) -> np.ndarray:
+    """{'block_<i>': (n,) bool} -> (H, W) float in [0, 1]: the share of gated blocks whose branch
+    was recomputed on the bin covering each input pixel."""
+    h, w = streamer.image_size
+    out = np.zeros((h, w), np.float32)
+    for i in streamer.gateable:
+        gh, gw = streamer.config.bin_grid[streamer.specs[i][0]]
+        m = np.asarray(recomputed[f"block_{i}"], np.float32).reshape(gh, gw)
+        out += np.kron(m, np.ones((h // gh, w // gw), np.float32))
+    return out / len(streamer.gateable)
+
+
+PALETTE = np.asarray([[0, 0, 0], [255, 64, 64], [64, 200, 64], [64, 96, 255], [255, 200, 0], [200, 0, 255],
+                      [0, 200, 200], [255, 128, 0]], np.uint8)
+
+
+def overlay(frames_u8: np.ndarray, pred: np.ndarray, recompute: np.ndarray) -> np.ndarray:
+    """(T, H, W, 3) uint8, (T, H, W) classes, (T, H, W) in [0, 1] -> (T, H, 2W, 3) uint8: left the
+    frame blended with the class colours, right the frame dimmed where nothing was recomputed and
+    tinted red by the share of blocks that recomputed each region."""
+    colours = PALETTE[pred % len(PALETTE)].astype(np.float32)
+    f = frames_u8.astype(np.float32)
+    left = np.where(pred[..., None] > 0, 0.5 * f + 0.5 * colours, f)
+    r = recompute[..., None]
+    right = f * (0.35 + 0.65 * r) * np.asarray([1.0, 0.6, 0.6]) + r * np.asarray([90.0, 0, 0])
+    return np.clip(np.concatenate([left, right], axis=2), 0, 255).astype(np.uint8)
+
+
+def write_overlay(path: str, frames_u8: np.ndarray, pred: np.ndarray, recompute: np.ndarray, fps: int = 25) -> None:
+    """Encode `overlay(...)` to `path` (H.264 MP4) through a temporary file in the same folder, so
+    an error leaves no partial output file behind."""
+    import os
+    import tempfile
+
+    from everest_jax.data.encode import write_video
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=folder)
+    os.close(fd)
+    try:
+        write_video(tmp, overlay(frames_u8, pred, recompute), fps=fps)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Inverse of the ImageNet normalisation: float (T, H, W, 3) -> uint8."""
+    from everest_jax.targets import IMAGENET_MEAN, IMAGENET_STD
+    x = frames * np.asarray(IMAGENET_STD, np.float32) + np.asarray(IMAGENET_MEAN, np.float32)
+    return np.clip(np.round(x * 255), 0, 255).astype(np.uint8)
 
 
 def compare(net_config: SegNetConfig, streamer: Streamer, params, frames: np.ndarray,
-            labels: np.ndarray | None = None) -> dict[str, dict[str, Any]]:
+            labels: np.ndarray | None = None, overlay_path: str | None = None) -> dict[str, dict[str, Any]]:
     """Dense vs STMG on one video; labels (T, H, W) int or None. Returns the benchmark's record:
     {'dense': {fps, gflops_per_frame, miou}, 'stmg': {fps, gflops_per_frame, skip_rate, miou,
-    agreement, bins_rate, key_frames}} (miou None without labels)."""
+    agreement, bins_rate, key_frames}} (miou None without labels). With `overlay_path`, writes the
+    STMG segmentation and recompute map there (`write_overlay`)."""
     d = dense_video(net_config, params["net"], frames)
     s = stream_video(streamer, params, frames)
+    if overlay_path:
+        write_overlay(overlay_path, to_uint8(frames), s["pred"], s["recompute_map"])
     k = net_config.num_classes
 
     def score(pred):
@@ -96,7 +159,8 @@ def load_video(path: str, size: tuple[int, int], max_frames: int) -> np.ndarray:
 
 def main(argv=None) -> dict:
     """python -m stmg_jax.stream_eval --checkpoint DIR [--video PATH ...] [--synthetic N]
-    [--size H W] [--frames T]: dense vs STMG per video; prints one line per video and, last, one
+    [--size H W] [--frames T] [--overlay DIR]: dense vs STMG per video (frames resized to --size
+    and batch 1); optionally writes overlay videos; prints one line per video and, last, one
     JSON object {"videos": {name: {"dense": {...}, "stmg": {...}}}} (see `compare`)."""
     import argparse
     import json
@@ -112,6 +176,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--synthetic", type=int, default=0, help="number of synthetic test videos (with labels)")
     ap.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"))
     ap.add_argument("--frames", type=int, default=32)
+    ap.add_argument("--overlay", default="", help="folder for <video>.mp4 overlays (segmentation | recompute map)")
     args = ap.parse_args(argv)
     from stmg_jax.checkpoint import CheckpointError
     from stmg_jax.config import ConfigError
@@ -140,7 +205,8 @@ def main(argv=None) -> dict:
             raise SystemExit(f"video error: {e}")
     out = {}
     for name, (frames, labels) in videos.items():
-        out[name] = compare(net, streamer, params, frames, labels)
+        ov = os.path.join(args.overlay, os.path.splitext(name)[0] + ".mp4") if args.overlay else None
+        out[name] = compare(net, streamer, params, frames, labels, ov)
         print(name, json.dumps(out[name]), flush=True)
     print(json.dumps({"videos": out}))
     return out

@@ -49,3 +49,22 @@ def test_stream_eval_cli_refuses_bad_checkpoint_video_and_size(tmp_path):
     bad.write_bytes(b"not a video")
     with pytest.raises(SystemExit, match="video error: .*bad.mp4"):
         main(["--checkpoint", str(tmp_path / "final"), "--video", str(bad)])
+
+
+def test_overlay_video_and_no_partial_file_on_error(tmp_path):
+    from everest_jax.data.decode import read_frames
+    from stmg_jax.stream_eval import overlay, write_overlay
+    frames = np.full((4, 32, 48, 3), 100, np.uint8)
+    pred = np.zeros((4, 32, 48), np.int64)
+    pred[:, :16] = 1
+    rec = np.zeros((4, 32, 48), np.float32)
+    rec[:, :, 24:] = 1.0
+    img = overlay(frames, pred, rec)
+    assert img.shape == (4, 32, 96, 3)
+    assert (img[0, 20, 5] == 100).all() and img[0, 5, 5, 0] > img[0, 5, 5, 1]       # class 1 tinted
+    assert img[0, 5, 48 + 30, 0] > img[0, 5, 48 + 5, 0]                               # recomputed brighter/redder
+    write_overlay(str(tmp_path / "o.mp4"), frames, pred, rec)
+    assert read_frames(tmp_path / "o.mp4", [0, 3]).shape == (2, 32, 96, 3)
+    with pytest.raises(ValueError):
+        write_overlay(str(tmp_path / "bad.mp4"), frames[:, :31], pred[:, :31], rec[:, :31])  # odd height
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mp4"]
