@@ -1,5 +1,6 @@
 """Sharded training agrees with the single-device run on data, FSDP and tensor-parallel meshes."""
 
+import grain
 import jax
 import numpy as np
 import pytest
@@ -101,3 +102,34 @@ def test_fsdp_holds_a_quarter_of_the_parameters_and_optimizer_state_per_device()
     shard = bytes_per_device(fsdp)
     ratio = max(shard.values()) / max(rep.values())
     assert abs(ratio - 0.25) < 0.02, ratio
+
+
+def test_checkpoint_restores_onto_another_mesh_and_device_count(tmp_path):
+    """A state saved from a 2x4 FSDP mesh restores bit for bit onto a 2x2x2 (tensor-parallel)
+    mesh and onto a single device, each with the target's shardings, and training continues there as
+    it would have on the original mesh."""
+    from everest_jax.checkpoint import TrainCheckpointer
+
+    config = config_for("pretrain")
+    data = batches(config, 2)
+    mesh, state, step, _ = setup(config, MESHES["2x4"])
+    state, _ = step(state, sharding.global_batch(data[0], mesh, config.batch_size))
+    ckpt = TrainCheckpointer(tmp_path / "ckpt", every_steps=1, keep=1, async_save=False)
+    ckpt.save(1, state, iter(grain.MapDataset.range(4).to_iter_dataset()))
+    ckpt.close()
+    saved = jax.device_get(state)
+    state, metrics = step(state, sharding.global_batch(data[1], mesh, config.batch_size))
+    expected_loss, expected = float(metrics["loss"]), jax.device_get(state.params)
+
+    for name in ("2x2x2", "1"):
+        target_mesh, target, target_step, _ = setup(config, MESHES[name])
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target)
+        restored = TrainCheckpointer(tmp_path / "ckpt", every_steps=1, keep=1).restore_state(1, abstract)
+        jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), saved)
+        for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(target)):
+            assert got.sharding.is_equivalent_to(want.sharding, got.ndim), name
+        assert int(restored.step) == 1
+        restored, metrics = target_step(restored, sharding.global_batch(data[1], target_mesh, config.batch_size))
+        np.testing.assert_allclose(float(metrics["loss"]), expected_loss, atol=1e-5)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=5e-4, rtol=0),
+                     jax.device_get(restored.params), expected)
