@@ -70,13 +70,21 @@ def test_killed_run_resumes_to_the_same_parameters_bit_for_bit(tmp_path):
 
 
 def test_two_processes_train_like_one(tmp_path):
-    """Two processes x 2 CPU devices joined by jax.distributed (gloo) = one process x 4 devices."""
-    single = subprocess.run(command(tmp_path / "single", "--config.total_steps=4"), env=env(4), cwd=REPO,
+    """Two processes x 2 CPU devices joined by jax.distributed (gloo) = one process x 4 devices.
+
+    With VideoMAE tube masking: its masks depend only on the rng, so the two runs see the same
+    tokens. EVEREST's top-k over motion scores is discontinuous, and the two compiled programs
+    compute the patch embeddings with float differences of ~2e-7, enough to swap near-tied
+    background tokens (measured); its sharding invariance is tested in-process instead
+    (test_sharded_training.py), where the programs agree.
+    """
+    overrides = ("--config.total_steps=4", "--config.model.masking=tube")
+    single = subprocess.run(command(tmp_path / "single", *overrides), env=env(4), cwd=REPO,
                             capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr[-3000:]
 
     port = portpicker.pick_unused_port()
-    procs = [subprocess.Popen(command(tmp_path / "multi", "--config.total_steps=4"), cwd=REPO,
+    procs = [subprocess.Popen(command(tmp_path / "multi", *overrides), cwd=REPO,
                               env=env(2, EVEREST_COORDINATOR=f"127.0.0.1:{port}", EVEREST_NUM_PROCESSES="2",
                                       EVEREST_PROCESS_ID=str(i)),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
