@@ -22,12 +22,12 @@ class CheckpointError(ValueError):
     """A directory that is not a parameter checkpoint of ours."""
 
 
-def save_params(out_dir: str | os.PathLike, params: dict, config: ModelConfig, kind: str,
-                source: str = "") -> pathlib.Path:
-    """Write `params` (a nested dict of arrays) and `config`; kind is "pretrain" or "classifier".
+def write_params_dir(out_dir: str | os.PathLike, params: dict, meta: dict, meta_file: str) -> pathlib.Path:
+    """Write `params` (a nested dict of arrays) as an Orbax tree at <out_dir>/params and `meta`
+    (JSON) at <out_dir>/<meta_file>. Shared by EVEREST and STMG parameter checkpoints.
 
     With sharded jax.Arrays every process must call this (Orbax writes each shard once); the
-    config file is written by process 0.
+    JSON file is written by process 0.
     """
     import orbax.checkpoint as ocp
 
@@ -38,27 +38,41 @@ def save_params(out_dir: str | os.PathLike, params: dict, config: ModelConfig, k
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(out_dir / "params", params, force=True)
     if jax.process_index() == 0:
-        meta = {"kind": kind, "source": str(source), "model": config.to_dict()}
-        (out_dir / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        (out_dir / meta_file).write_text(json.dumps(meta, indent=2))
     return out_dir
 
 
-def load_params(path: str | os.PathLike) -> tuple[ModelConfig, str, dict]:
-    """Read a directory written by `save_params` -> (config, kind, params)."""
+def read_params_dir(path: str | os.PathLike, meta_file: str, what: str = "a parameter") -> tuple[dict, dict]:
+    """Read a directory written by `write_params_dir` -> (meta, params as NumPy arrays).
+
+    Arrays are restored onto this host's first device, whatever mesh or hosts wrote them; nothing
+    is unpickled. A directory without <meta_file> and params/ raises CheckpointError.
+    """
     import orbax.checkpoint as ocp
 
     path = pathlib.Path(path).absolute()
-    if not (path / CONFIG_FILE).is_file() or not (path / "params").is_dir():
-        raise CheckpointError(f"{path}: not a parameter checkpoint (needs {CONFIG_FILE} and params/)")
-    meta = json.loads((path / CONFIG_FILE).read_text())
-    config = ModelConfig.from_dict(meta["model"])
+    if not (path / meta_file).is_file() or not (path / "params").is_dir():
+        raise CheckpointError(f"{path}: not {what} checkpoint (needs {meta_file} and params/)")
+    meta = json.loads((path / meta_file).read_text())
     with ocp.StandardCheckpointer() as ckptr:
-        # Restore onto this host's first device, whatever mesh or hosts wrote the arrays.
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                               ckptr.metadata(path / "params").item_metadata.tree)
         params = ckptr.restore(path / "params", target)
-    return config, meta["kind"], jax.tree.map(np.asarray, params)
+    return meta, jax.tree.map(np.asarray, params)
+
+
+def save_params(out_dir: str | os.PathLike, params: dict, config: ModelConfig, kind: str,
+                source: str = "") -> pathlib.Path:
+    """Write `params` and `config`; kind is "pretrain" or "classifier"."""
+    return write_params_dir(out_dir, params, {"kind": kind, "source": str(source), "model": config.to_dict()},
+                            CONFIG_FILE)
+
+
+def load_params(path: str | os.PathLike) -> tuple[ModelConfig, str, dict]:
+    """Read a directory written by `save_params` -> (config, kind, params)."""
+    meta, params = read_params_dir(path, CONFIG_FILE)
+    return ModelConfig.from_dict(meta["model"]), meta["kind"], params
 
 
 class TrainCheckpointer:

@@ -1,7 +1,7 @@
 """STMG parameter checkpoints: an Orbax tree at <dir>/params plus <dir>/stmg.json.
 
-Same layout idea as `everest_jax.checkpoint` (whose `save_params`/`load_params` are tied to the
-EVEREST `ModelConfig`, so they cannot store a `SegNetConfig`). stmg.json holds
+The layout and the reading/writing are everest_jax.checkpoint's (`write_params_dir` /
+`read_params_dir`, shared with EVEREST's parameter checkpoints); stmg.json holds
 {'kind': 'stmg', 'net': SegNetConfig fields, 'stream': StreamConfig fields or null,
 'has_generators': bool}; params = {'net': SegNet variables, 'gen': generator variables (optional)}.
 `load_params` refuses a directory that is not such a checkpoint, and `check_architecture`
@@ -20,40 +20,32 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from everest_jax import checkpoint as everest_checkpoint
+from everest_jax.checkpoint import read_params_dir, write_params_dir
 from stmg_jax.config import SegNetConfig, StreamConfig
 from stmg_jax.model import SegNet
 
 CONFIG_FILE = "stmg.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(everest_checkpoint.CheckpointError):
     """Not an STMG checkpoint, or one of another architecture."""
 
 
 def save_params(out_dir: str | os.PathLike, params: dict, net: SegNetConfig,
                 stream: StreamConfig | None = None) -> pathlib.Path:
-    import orbax.checkpoint as ocp
-
-    out_dir = pathlib.Path(out_dir).absolute()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    params = jax.tree.map(np.asarray, params)
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(out_dir / "params", params, force=True)
     meta = {"kind": "stmg", "net": dataclasses.asdict(net),
             "stream": dataclasses.asdict(stream) if stream is not None else None,
             "has_generators": "gen" in params}
-    (out_dir / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
-    return out_dir
+    return write_params_dir(out_dir, params, meta, CONFIG_FILE)
 
 
 def load_params(path: str | os.PathLike) -> tuple[SegNetConfig, StreamConfig | None, dict]:
     """-> (net config, stream config or None, params {'net': ..., ['gen': ...]}) as NumPy arrays."""
-    import orbax.checkpoint as ocp
-
-    path = pathlib.Path(path).absolute()
-    if not (path / CONFIG_FILE).is_file() or not (path / "params").is_dir():
-        raise CheckpointError(f"{path}: not an STMG checkpoint (needs {CONFIG_FILE} and params/)")
-    meta = json.loads((path / CONFIG_FILE).read_text())
+    try:
+        meta, params = read_params_dir(path, CONFIG_FILE, "an STMG")
+    except everest_checkpoint.CheckpointError as e:
+        raise CheckpointError(str(e)) from None
     if meta.get("kind") != "stmg":
         raise CheckpointError(f"{path}/{CONFIG_FILE}: kind {meta.get('kind')!r} is not 'stmg'")
     net = SegNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["net"].items()})
@@ -63,12 +55,6 @@ def load_params(path: str | os.PathLike) -> tuple[SegNetConfig, StreamConfig | N
         s["bin_grid"] = tuple(tuple(g) for g in s["bin_grid"])
         s["capacities"] = tuple(s["capacities"])
         stream = StreamConfig(**s)
-    with ocp.StandardCheckpointer() as ckptr:
-        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                              ckptr.metadata(path / "params").item_metadata.tree)
-        params = ckptr.restore(path / "params", target)
-    params = jax.tree.map(np.asarray, params)
     check_architecture(params["net"], net)
     return net, stream, params
 
