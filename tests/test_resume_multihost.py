@@ -46,12 +46,18 @@ def test_killed_run_resumes_to_the_same_parameters_bit_for_bit(tmp_path):
                               capture_output=True, text=True, timeout=600)
     assert straight.returncode == 0, straight.stderr[-3000:]
 
-    kill_at = random.Random().randint(3, 10)  # a random step, after a checkpoint or between two
+    # A random step, after a checkpoint or between two. Saves are asynchronous: on a slow machine
+    # the step-2 save may still be in flight at step 4, so the kill waits (step by step) until at
+    # least one checkpoint is committed, or resuming would rightly start from scratch.
+    kill_at = random.Random().randint(3, 10)
+    checkpoints = tmp_path / "killed" / "checkpoints"
     proc = subprocess.Popen(command(tmp_path / "killed", *overrides), env=env(2), cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 600
     for line in proc.stdout:
-        if line.startswith(f"step {kill_at}/"):
+        if line.startswith("step ") and int(line.split()[1].split("/")[0]) >= kill_at \
+                and any(p.name.isdigit() for p in checkpoints.glob("*")):
+            kill_at = int(line.split()[1].split("/")[0])
             proc.send_signal(signal.SIGKILL)
             break
         assert time.time() < deadline
