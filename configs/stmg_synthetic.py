@@ -20,7 +20,8 @@ def get_config(arg=None):
         residual_scale_init=0.0))
     c.stream = ml_collections.ConfigDict(dict(
         bin_grid=((4, 4), (4, 4), (2, 2), (1, 1)), capacities=(0.25, 0.5), gate_threshold=0.5,
-        bin_threshold=0.5, key_every=30, key_distortion=float("inf"), gate_downsampling=False))
+        bin_threshold=0.5, stem_threshold=0.05, decoder_threshold=0.05, key_every=30, key_distortion=float("inf"),
+        gate_downsampling=True))
     c.data = ml_collections.ConfigDict(dict(
         num_examples=4096, num_eval_examples=256, num_frames=8, image_size=(64, 64), seed=0,
         camera_pan=False))

@@ -77,7 +77,11 @@ class StreamConfig:
         every bin (so every running block takes the full level).
       key_every: every `key_every`-th frame (frame 0, N, 2N, ...) is a key frame: every block
         runs densely and every cache is refreshed. 0: only frame 0 (the caches start empty).
-      key_distortion: a frame whose stem-output distortion (mean |f_t - f_ref| / mean |f_t|, see
+      stem_threshold: the stem (7x7 conv + max-pool) is recomputed only on the bins (of stage 0's
+        grid, on its output) whose input-pixel distortion against the frame it was last computed
+        from (`distortion.bin_distortion`) is at least this; cache elsewhere. 0: always dense.
+      decoder_threshold: the same for the decoder's stride-4 blend conv, on its input.
+      key_distortion: a frame whose pixel distortion (mean |f_t - f_{t-1}| / mean |f_t|, see
         `distortion.py`) is at least this is also a key frame (scene cut, large camera motion).
         `inf` disables it.
       gate_downsampling: also gate the stride-2 (projection-shortcut) blocks' residual branches
@@ -91,6 +95,8 @@ class StreamConfig:
     gate_threshold: float = 0.5
     bin_threshold: float = 0.5
     key_every: int = 30
+    stem_threshold: float = 0.05
+    decoder_threshold: float = 0.05
     key_distortion: float = float("inf")
     gate_downsampling: bool = False
 
@@ -109,6 +115,10 @@ class StreamConfig:
                 isinstance(f, numbers.Real) and 0 < f <= 1 for f in self.capacities):
             raise ConfigError(f"capacities={self.capacities!r} must be fractions in (0, 1]")
         object.__setattr__(self, "capacities", tuple(float(f) for f in self.capacities))
+        for name in ("stem_threshold", "decoder_threshold"):
+            v = getattr(self, name)
+            if not isinstance(v, numbers.Real) or isinstance(v, bool) or not v >= 0:
+                raise ConfigError(f"{name}={v!r} must be a number >= 0")
         if not _is_int(self.key_every) or self.key_every < 0:
             raise ConfigError(f"key_every={self.key_every!r} must be an int >= 0")
 

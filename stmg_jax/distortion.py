@@ -60,15 +60,21 @@ def gather_with_halo(x: jax.Array, idx: jax.Array, grid: tuple[int, int], stride
     Returns (k, stride*(bh+1)+3, stride*(bw+1)+3, C); pixels outside the image are zeros (what
     the dense branch's SAME-padded first conv sees).
     """
-    h, w, c = x.shape
-    gh, gw = grid
-    bh, bw = h // stride // gh, w // stride // gw
+    h, w, _ = x.shape
+    bh, bw = h // stride // grid[0], w // stride // grid[1]
     pad = stride + 1
-    xp = jnp.pad(x, ((pad, pad), (pad, pad), (0, 0)))
-    size = (stride * (bh + 1) + 3, stride * (bw + 1) + 3, c)
+    return gather_patches(jnp.pad(x, ((pad, pad), (pad, pad), (0, 0))), idx, grid, (bh * stride, bw * stride),
+                          (stride * (bh + 1) + 3, stride * (bw + 1) + 3))
+
+
+def gather_patches(xp: jax.Array, idx: jax.Array, grid: tuple[int, int], step: tuple[int, int],
+                   size: tuple[int, int]) -> jax.Array:
+    """Patches of `size` (ph, pw) of an already padded map xp (H', W', C), bin b's patch starting
+    at (row(b) * step[0], col(b) * step[1]) with row/col on the (gh, gw) `grid`: (k, ph, pw, C)."""
+    gw = grid[1]
 
     def one(b):
-        return jax.lax.dynamic_slice(xp, ((b // gw) * bh * stride, (b % gw) * bw * stride, 0), size)
+        return jax.lax.dynamic_slice(xp, ((b // gw) * step[0], (b % gw) * step[1], 0), (*size, xp.shape[2]))
     return jax.vmap(one)(idx)
 
 

@@ -26,7 +26,8 @@ Design choices:
     out = ReLU(x_t + cached_branch). With StreamConfig.gate_downsampling the stride-2 blocks are
     gated too: their cheap 1x1 projection shortcut always runs on the current frame and only the
     residual branch (cached at the output resolution) is reused: out = ReLU(proj(x_t) + cached).
-  * The decoder always runs densely.
+  * STMG also recomputes the stem and the decoder's last (stride-4, most expensive) blend conv
+    only on bins whose input changed (`streaming.py`); the other decoder convs always run.
 
 `SegNet` exposes the pieces so that the streaming path can run blocks one by one with
 `model.apply(variables, ..., method=...)`: `stem`, `block`, `branch` (with a `padding` and an
@@ -151,6 +152,15 @@ class SegNet(nn.Module):
         x = nn.relu(self.stem_conv(x, 3))
         return nn.max_pool(x, (3, 3), (2, 2), _pad(1))
 
+    def stem_patches(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+        """The stem on gathered input patches (partial compute): x (k, 4bh+7, 4bw+7, 3) with its
+        halo (zeros outside the image) -> (k, bh, bw, widths[0]). The conv runs VALID, giving the
+        (2bh+1, 2bw+1) conv outputs the pooled bin needs; `mask` (k, 2bh+1, 2bw+1, 1) zeroes those
+        outside the image. After the ReLU every value is >= 0 and every pool window holds at least
+        one inside position, so zeros there act as the dense max-pool's -inf padding."""
+        x = nn.relu(self.stem_conv(x, 0)) * mask
+        return nn.max_pool(x, (3, 3), (2, 2), "VALID")
+
     def block(self, i: int, x: jax.Array) -> jax.Array:
         return self.blocks[i](x)
 
@@ -163,11 +173,24 @@ class SegNet(nn.Module):
 
     def decode(self, feats: Sequence[jax.Array], out_hw: tuple[int, int]) -> jax.Array:
         """feats: the 4 stage outputs (N, H/2**(s+2), W/2**(s+2), widths[s]) -> (N, H, W, classes)."""
+        return self.decode_head(self.blend(0, self.decode_ladder(feats)), out_hw)
+
+    def decode_ladder(self, feats: Sequence[jax.Array]) -> jax.Array:
+        """The decoder up to the input of its last (stride-4) blend: (N, H/4, W/4, decoder_width)."""
         top = self.laterals[3](feats[3])
         for s in (2, 1, 0):
             lat = self.laterals[s](feats[s])
             up = jax.image.resize(top, lat.shape[:3] + top.shape[3:], "bilinear")
-            top = nn.relu(self.blends[s](up + lat))
+            if s == 0:
+                return up + lat
+            top = self.blend(s, up + lat)
+
+    def blend(self, s: int, x: jax.Array, padding: int | None = None) -> jax.Array:
+        """ReLU(affine(conv3x3(x))) of decoder level s; padding=0 on patches with a 1-pixel halo."""
+        return nn.relu(self.blends[s](x, padding))
+
+    def decode_head(self, top: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
+        """1x1 classifier at H/4 and bilinear upsampling: (N, H/4, W/4, d) -> (N, H, W, classes)."""
         logits = self.head(top)
         return jax.image.resize(logits, (logits.shape[0], *out_hw, logits.shape[3]), "bilinear")
 
@@ -212,6 +235,14 @@ def branch_flops(config: SegNetConfig, i: int, height: int, width: int) -> int:
     s, cin, cout, _ = block_specs(config)[i]
     h, w = height // 2 ** (s + 2), width // 2 ** (s + 2)
     return conv_flops(h, w, cin, cout, 3) + conv_flops(h, w, cout, cout, 3)
+
+
+def region_flops(config: SegNetConfig, height: int, width: int) -> dict[str, int]:
+    """Dense FLOPs of the two non-block layers STMG recomputes per bin: {'stem': the 7x7 conv,
+    'decoder': the stride-4 blend conv (3x3, decoder_width -> decoder_width)}."""
+    d = config.decoder_width
+    return {"stem": conv_flops(height // 2, width // 2, 3, config.widths[0], 7),
+            "decoder": conv_flops(height // 4, width // 4, d, d, 3)}
 
 
 def stage_ends(config: SegNetConfig) -> list[int]:

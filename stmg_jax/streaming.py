@@ -1,10 +1,16 @@
 """The jitted streaming path (batch 1): `step(params, state, frame) -> (state, logits, stats)`.
 
 Per frame:
-  1. stem (always dense). Key frame if frame 0, every `key_every`-th frame, or when the stem
-     output's distortion against the previous frame's stem output reaches `key_distortion`
-     (a scene cut).
-  2. blocks in order. A non-gateable block (by default the downsampling, projection-shortcut
+  1. Key frame if frame 0, every `key_every`-th frame, or when the frame's pixel distortion
+     against the previous frame reaches `key_distortion` (a scene cut). On a key frame every layer
+     below runs densely and every cache is refreshed.
+  2. stem, recomputed per bin: the bins (stage 0's grid, on the stem output) whose input-pixel
+     distortion against the pixels the cached stem output was computed from (`bin_distortion`)
+     is >= `stem_threshold`; the stem runs on those bins' input patches with their halo
+     (7x7 conv /2 and 3x3 max-pool /2: 4 bh + 7 input rows per bin) at the smallest capacity level
+     that covers them (same levels and `lax.switch` as the blocks), cache elsewhere; nothing
+     executes when no bin is selected (`lax.cond`).
+  3. blocks in order. A non-gateable block (by default the downsampling, projection-shortcut
      blocks; see StreamConfig.gate_downsampling) runs densely. A gateable block i with input x:
        d, pooled, change = generator_inputs(x, ref_i, grid)        (ref_i: see `StreamState`)
        gate_logit, bin_logits = generator_i(d, pooled, change)
@@ -24,7 +30,12 @@ Per frame:
        out = ReLU(shortcut(x) + r)        (shortcut: identity, or the 1x1 projection, always run)
      Reuse is the identity transform of the previous branch output (the SPEC's minimum); the
      identity shortcut still carries the current frame's x through every skipped block.
-  3. decoder (always dense) -> logits (H, W, num_classes).
+  4. decoder: the lateral 1x1 convs and the stride-32..8 blends run densely (cheap); the stride-4
+     blend conv (the decoder's most expensive conv) is recomputed per bin like the stem, on the
+     bins whose input changed by >= `decoder_threshold` (1-pixel halo), cache elsewhere; then
+     the 1x1 classifier and the x4 bilinear upsampling -> logits (H, W, num_classes).
+  The stem and decoder masks are fixed distortion thresholds (skip-convolution style), not
+  learned: their input is pixels or the decoder's own input, where "changed" is well defined.
 
 Shapes are static everywhere: k per level is a Python int, the level is picked with
 `lax.switch`, the gate with `lax.cond`. At batch size 1 under `jit` on CPU/GPU/TPU, `cond` runs
@@ -32,10 +43,16 @@ only the taken branch (verified by `tests/test_stmg_streaming.py` with a `jax.de
 counter). Do not `vmap` this step: under vmap `cond` becomes `select` and both branches run
 (training uses masked compute instead, see the SPEC).
 
+With every threshold at 0 every layer runs densely and the step equals the dense network (tested
+at 1e-5); on a static input nothing but the always-dense layers runs and the output still equals
+the dense network's.
+
 FLOPs (stats['flops']) are counted analytically from the conv shapes of the branches actually
 taken (`model.conv_flops`: 2 * k*k * Cin * Cout * Hout * Wout per conv; affines, ReLUs, adds,
 pooling, resizing and the generators are not counted). A partial level on k bins of (bh, bw)
-costs k * (conv 3x3 on (bh+2) x (bw+2) outputs + conv 3x3 on bh x bw outputs), halo included.
+costs k * (conv 3x3 on (bh+2) x (bw+2) outputs + conv 3x3 on bh x bw outputs), halo included;
+the stem on k bins k * conv 7x7 on (2bh+1) x (2bw+1) outputs, the decoder blend k * conv 3x3 on
+bh x bw outputs.
 """
 
 from __future__ import annotations
@@ -47,9 +64,11 @@ import jax
 import jax.numpy as jnp
 
 from stmg_jax.config import ConfigError, SegNetConfig, StreamConfig, check_input_size
-from stmg_jax.distortion import EPS, gather_with_halo, inside_mask, scatter_bins, to_bins
+from stmg_jax.distortion import (EPS, bin_distortion, gather_patches, gather_with_halo, inside_mask, scatter_bins,
+                                 to_bins)
 from stmg_jax.generator import MaskGenerator, generator_inputs
-from stmg_jax.model import SegNet, block_specs, branch_flops, conv_flops, dense_flops, gateable_blocks, stage_ends
+from stmg_jax.model import (SegNet, block_specs, branch_flops, conv_flops, dense_flops, gateable_blocks,
+                            region_flops, stage_ends)
 
 
 @flax.struct.dataclass
@@ -57,14 +76,17 @@ class StreamState:
     """Streaming state (one video, no batch axis).
 
     count: int32, frames processed so far.
-    stem_ref: (H/4, W/4, widths[0]) previous frame's stem output (for `key_distortion`).
+    frame_ref: (H, W, 3) the previous frame (for `key_distortion`).
     refs: {'block_<i>': (h, w, c)} per gateable block, the block input each bin's cached branch
-      output was computed from (the previous frame's input on bins recomputed at t-1).
-    caches: {'block_<i>': (h, w, c)} per gateable block, the cached residual-branch output.
+      output was computed from (the previous frame's input on bins recomputed at t-1); 'stem':
+      (H, W, 3) the same for the stem's input pixels; 'decoder': (H/4, W/4, d) for the input of
+      the decoder's stride-4 blend.
+    caches: {'block_<i>': (h, w, c)} per gateable block, the cached residual-branch output;
+      'stem': (H/4, W/4, widths[0]) the stem output; 'decoder': (H/4, W/4, d) the blend output.
     """
 
     count: jax.Array
-    stem_ref: jax.Array
+    frame_ref: jax.Array
     refs: dict[str, jax.Array]
     caches: dict[str, jax.Array]
 
@@ -73,7 +95,7 @@ class Streamer:
     """Builds the streaming step for one network config, stream config and frame size.
 
     params = {'net': SegNet variables, 'gen': `generator.init_generators(...)` output}.
-    `on_compute(block, k)`, if given, is called from inside every compute branch through
+    `on_compute(unit, k)`, if given, is called from inside every compute branch through
     `jax.debug.callback` (block index, bins computed): a host-side execution counter for tests.
     """
 
@@ -90,7 +112,9 @@ class Streamer:
         h, w = self.image_size
         dense = dense_flops(net_config, h, w)
         self.dense_flops = float(dense["total"])
-        self.fixed_flops = float(dense["total"] - sum(branch_flops(net_config, i, h, w) for i in self.gateable))
+        self.region_dense_flops = region_flops(net_config, h, w)
+        self.fixed_flops = float(dense["total"] - sum(branch_flops(net_config, i, h, w) for i in self.gateable)
+                                 - sum(self.region_dense_flops.values()))
         self.step = jax.jit(self._step)
 
     # -- static geometry ------------------------------------------------------------------------
@@ -133,8 +157,11 @@ class Streamer:
             (fh, fw), _, c = self.block_geometry(i)
             caches[f"block_{i}"] = jnp.zeros((fh, fw, c), jnp.float32)
             refs[f"block_{i}"] = jnp.zeros(self.block_input(i), jnp.float32)
-        return StreamState(count=jnp.zeros((), jnp.int32),
-                           stem_ref=jnp.zeros((h // 4, w // 4, self.net_config.widths[0]), jnp.float32),
+        d = self.net_config.decoder_width
+        refs["stem"] = jnp.zeros((h, w, 3), jnp.float32)
+        caches["stem"] = jnp.zeros((h // 4, w // 4, self.net_config.widths[0]), jnp.float32)
+        refs["decoder"] = caches["decoder"] = jnp.zeros((h // 4, w // 4, d), jnp.float32)
+        return StreamState(count=jnp.zeros((), jnp.int32), frame_ref=jnp.zeros((h, w, 3), jnp.float32),
                            refs=refs, caches=caches)
 
     # -- one block ------------------------------------------------------------------------------
@@ -171,6 +198,22 @@ class Streamer:
             return r, x, jnp.ones((gh * gw,), bool), jnp.float32(flops)
         return run
 
+    def _levels_step(self, run, key, n_sel, levels, branches, x, ref, cache, score):
+        """Shared by blocks, stem and decoder: `lax.cond(run, compute, reuse)`, where compute picks
+        with `lax.switch` the smallest capacity level covering the n_sel selected bins (the dense
+        last level on key frames) and reuse returns the cache untouched.
+        -> (cache', ref', recomputed (n,) bool, flops, level)."""
+        level = jnp.where(key, len(levels) - 1,
+                          jnp.minimum(jnp.searchsorted(jnp.asarray(levels), n_sel), len(levels) - 1))
+
+        def compute(x, ref, cache, score):
+            return jax.lax.switch(level, branches, x, ref, cache, score)
+
+        def reuse(x, ref, cache, score):
+            return cache, ref, jnp.zeros_like(score, bool), jnp.float32(0.0)
+
+        return (*jax.lax.cond(run, compute, reuse, x, ref, cache, score), level)
+
     def _gated_block(self, params, state: StreamState, i: int, x: jax.Array, key: jax.Array):
         """x (H, W, Cin) -> (out (h, w, C), new ref, new cache, per-block stats, recomputed (n,) bool)."""
         nv, name = params["net"], f"block_{i}"
@@ -182,17 +225,9 @@ class Streamer:
         n_sel = jnp.sum(bin_p >= self.config.bin_threshold).astype(jnp.int32)
         run = key | ((gate_p >= self.config.gate_threshold) & (n_sel > 0))
         levels = self.levels(i)
-        level = jnp.where(key, len(levels) - 1,
-                          jnp.minimum(jnp.searchsorted(jnp.asarray(levels), n_sel), len(levels) - 1))
         branches = [self.partial_level(nv, i, k) for k in levels[:-1]] + [self.dense_level(nv, i)]
-
-        def compute(x, ref, cache, score):
-            return jax.lax.switch(level, branches, x, ref, cache, score)
-
-        def reuse(x, ref, cache, score):
-            return cache, ref, jnp.zeros_like(score, bool), jnp.float32(0.0)
-
-        cache, ref, recomputed, flops = jax.lax.cond(run, compute, reuse, x, ref, cache, bin_p)
+        cache, ref, recomputed, flops, level = self._levels_step(run, key, n_sel, levels, branches,
+                                                                 x, ref, cache, bin_p)
         bins = jnp.sum(recomputed).astype(jnp.int32)
         # the (possibly partly) refreshed cache is this frame's branch output
         shortcut = x if self.specs[i][3] == 1 and self.specs[i][1] == self.specs[i][2] else \
@@ -202,29 +237,96 @@ class Streamer:
                      selected=n_sel, distortion=jnp.mean(d), gate_prob=gate_p, flops=flops)
         return out, ref, cache, stats, recomputed
 
+    # -- stem and decoder: per-bin recompute on a distortion threshold ----------------------------
+    def _region_levels(self, name: str, dense_fn, patch_fn, patch_flops: float):
+        """Capacity-level functions (x, ref, cache, score) -> (cache', ref', recomputed, flops) of
+        the stem or the decoder blend: `patch_fn(x, idx)` -> (k, bh, bw, C) outputs of bins idx,
+        `dense_fn(x)` -> the whole output map. Bins are stage 0's, on the output map."""
+        grid = self.config.bin_grid[0]
+        levels = self.config.levels(grid[0] * grid[1])
+
+        def partial(k):
+            def run(x, ref, cache, score):
+                if self.on_compute is not None:
+                    jax.debug.callback(lambda: self.on_compute(name, k))
+                idx = jax.lax.top_k(score, k)[1]
+                recomputed = jnp.zeros((grid[0] * grid[1],), bool).at[idx].set(True)
+                return (scatter_bins(cache, idx, patch_fn(x, idx), grid),
+                        scatter_bins(ref, idx, to_bins(x, grid)[idx], grid), recomputed,
+                        jnp.float32(k * patch_flops))
+            return run
+
+        def dense(x, ref, cache, score):
+            if self.on_compute is not None:
+                jax.debug.callback(lambda: self.on_compute(name, len(score)))
+            return dense_fn(x), x, jnp.ones_like(score, bool), jnp.float32(self.region_dense_flops[name])
+        return levels, [partial(k) for k in levels[:-1]] + [dense]
+
+    def _region(self, state: StreamState, name: str, x: jax.Array, key: jax.Array, threshold: float,
+                dense_fn, patch_fn, patch_flops: float):
+        """Recompute the stem / decoder blend on the bins whose input changed by >= threshold.
+        -> (output map, ref', cache', recomputed (n,) bool, flops)."""
+        ref, cache = state.refs[name], state.caches[name]
+        d = bin_distortion(x, ref, self.config.bin_grid[0])
+        n_sel = jnp.sum(d >= threshold).astype(jnp.int32)
+        levels, branches = self._region_levels(name, dense_fn, patch_fn, patch_flops)
+        cache, ref, recomputed, flops, _ = self._levels_step(key | (n_sel > 0), key, n_sel, levels, branches,
+                                                             x, ref, cache, d)
+        return cache, ref, cache, recomputed, flops
+
+    def _stem(self, nv, state: StreamState, frame: jax.Array, key: jax.Array):
+        h, w = self.image_size
+        gh, gw = self.config.bin_grid[0]
+        bh, bw = h // 4 // gh, w // 4 // gw
+
+        def patches(x, idx):   # input rows 4 r0 - 5 .. 4 (r0 + bh) + 1 of output bin rows r0 .. r0 + bh
+            p = gather_patches(jnp.pad(x, ((5, 5), (5, 5), (0, 0))), idx, (gh, gw), (4 * bh, 4 * bw),
+                               (4 * bh + 7, 4 * bw + 7))
+            mask = inside_mask(idx, (gh, gw), (h // 2, w // 2), 1)[:, :-1, :-1]   # conv rows 2 r0 - 1 ..
+            return self.net.apply(nv, p, mask, method=SegNet.stem_patches)
+
+        dense = lambda x: self.net.apply(nv, x[None], method=SegNet.stem)[0]
+        flops = conv_flops(2 * bh + 1, 2 * bw + 1, 3, self.net_config.widths[0], 7)
+        return self._region(state, "stem", frame, key, self.config.stem_threshold, dense, patches, flops)
+
+    def _decoder_blend(self, nv, state: StreamState, z: jax.Array, key: jax.Array):
+        h, w = self.image_size
+        gh, gw = self.config.bin_grid[0]
+        bh, bw = h // 4 // gh, w // 4 // gw
+
+        def patches(x, idx):
+            p = gather_patches(jnp.pad(x, ((1, 1), (1, 1), (0, 0))), idx, (gh, gw), (bh, bw), (bh + 2, bw + 2))
+            return self.net.apply(nv, 0, p, 0, method=SegNet.blend)
+
+        dense = lambda x: self.net.apply(nv, 0, x[None], method=SegNet.blend)[0]
+        d = self.net_config.decoder_width
+        return self._region(state, "decoder", z, key, self.config.decoder_threshold, dense, patches,
+                            conv_flops(bh, bw, d, d, 3))
+
     # -- one frame ------------------------------------------------------------------------------
     def _step(self, params, state: StreamState, frame: jax.Array):
         """frame (H, W, 3) float (normalised like training) -> (state, logits (H, W, classes), stats).
 
-        stats: key (bool); stem_distortion (the key-frame test's d); per gated block, in the order
+        stats: key (bool); frame_distortion (the key-frame test's d); per gated block, in the order
         of `self.gateable`, arrays of shape (G,): ran (bool), level (int32, -1 when skipped), bins
         (recomputed), selected (bins over the mask threshold), distortion (mean of d), gate_prob,
-        block_flops (branch FLOPs taken); flops (this frame's total, float32) and dense_flops (a
-        dense frame's); recomputed: {'block_<i>': (n,) bool} the bins whose branch output was
-        recomputed this frame (row-major over the block's bin grid).
+        block_flops (branch FLOPs taken); stem_flops, decoder_flops (taken by the stem and the
+        stride-4 decoder blend); flops (this frame's total, float32) and dense_flops (a dense
+        frame's); recomputed: {'block_<i>' | 'stem' | 'decoder': (n,) bool} the bins whose output
+        was recomputed this frame (row-major over the bin grid).
         """
         if frame.shape != (*self.image_size, 3):
             raise ConfigError(f"frame shape {tuple(frame.shape)} differs from image_size "
                               f"{self.image_size} (+ 3 channels) this streamer was built for")
         nv = params["net"]
-        stem = self.net.apply(nv, frame[None].astype(jnp.float32), method=SegNet.stem)[0]
-        d_stem = jnp.mean(jnp.abs(stem - state.stem_ref)) / (jnp.mean(jnp.abs(stem)) + EPS)
-        x = stem
+        frame = frame.astype(jnp.float32)
+        d_frame = jnp.mean(jnp.abs(frame - state.frame_ref)) / (jnp.mean(jnp.abs(frame)) + EPS)
         c = self.config
-        key = (state.count == 0) | (d_stem >= c.key_distortion)
+        key = (state.count == 0) | (d_frame >= c.key_distortion)
         if c.key_every > 0:
             key = key | (state.count % c.key_every == 0)
         refs, caches, per_block, feats, recomputed = dict(state.refs), dict(state.caches), [], [], {}
+        x, refs["stem"], caches["stem"], recomputed["stem"], stem_flops = self._stem(nv, state, frame, key)
         for i in range(len(self.specs)):
             if i in self.gateable:
                 name = f"block_{i}"
@@ -234,13 +336,17 @@ class Streamer:
                 x = self.net.apply(nv, i, x[None], method=SegNet.block)[0]
             if i in self.ends:
                 feats.append(x[None])
-        logits = self.net.apply(nv, feats, self.image_size, method=SegNet.decode)[0]
+        z = self.net.apply(nv, feats, method=SegNet.decode_ladder)[0]
+        top, refs["decoder"], caches["decoder"], recomputed["decoder"], dec_flops = \
+            self._decoder_blend(nv, state, z, key)
+        logits = self.net.apply(nv, top[None], self.image_size, method=SegNet.decode_head)[0]
         stats = {k: jnp.stack([st[k] for st in per_block]) for k in per_block[0]}
         stats["block_flops"] = stats.pop("flops")
-        stats["flops"] = jnp.float32(self.fixed_flops) + jnp.sum(stats["block_flops"])
+        stats["stem_flops"], stats["decoder_flops"] = stem_flops, dec_flops
+        stats["flops"] = jnp.float32(self.fixed_flops) + jnp.sum(stats["block_flops"]) + stem_flops + dec_flops
         stats["dense_flops"] = jnp.float32(self.dense_flops)
         stats["key"] = key
-        stats["stem_distortion"] = d_stem
+        stats["frame_distortion"] = d_frame
         stats["recomputed"] = recomputed
-        new_state = StreamState(count=state.count + 1, stem_ref=stem, refs=refs, caches=caches)
+        new_state = StreamState(count=state.count + 1, frame_ref=frame, refs=refs, caches=caches)
         return new_state, logits, stats
