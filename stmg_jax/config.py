@@ -78,8 +78,10 @@ class StreamConfig:
       key_every: every `key_every`-th frame (frame 0, N, 2N, ...) is a key frame: every block
         runs densely and every cache is refreshed. 0: only frame 0 (the caches start empty).
       stem_threshold: the stem (7x7 conv + max-pool) is recomputed only on the bins (of stage 0's
-        grid, on its output) whose input-pixel distortion against the frame it was last computed
-        from (`distortion.bin_distortion`) is at least this; cache elsewhere. 0: always dense.
+        grid, on its output) within whose receptive field some input pixel changed, against the
+        pixels the cached output was computed from, by at least this (mean over channels of
+        |x - ref|, relative to the frame's mean |x|; `distortion.peak_change`); cache elsewhere.
+        0: always dense.
       decoder_threshold: the same for the decoder's stride-4 blend conv, on its input.
       key_distortion: a frame whose pixel distortion (mean |f_t - f_{t-1}| / mean |f_t|, see
         `distortion.py`) is at least this is also a key frame (scene cut, large camera motion).

@@ -8,7 +8,8 @@ mask. `clip_length=2` gives the (t-1, t) pairs the gate training uses.
 Example dict: video (T, H, W, 3) uint8 RGB, mask (H, W) uint8 train ids with 255 = ignore,
 name str (the labelled frame's file stem). With `image_size=(H, W)` frames are resized with PIL
 bilinear and masks with nearest neighbour (aspect not kept). PNGs are read with PIL.
-`pairs_batch` turns a source into the batch dict of `stmg_jax.train.frame_pairs`.
+`pairs_batch` turns a source into the batch dict of `stmg_jax.train.frame_pairs`; training uses
+them with `data.source = 'cityscapes' | 'camvid'` (configs/stmg_cityscapes.py, stmg_camvid.py).
 
 Cityscapes (https://www.cityscapes-dataset.com, packages leftImg8bit_sequence_trainvaltest.zip
 and gtFine_trainvaltest.zip), under `root`:
@@ -30,8 +31,8 @@ CamVid (the 11-class version of SegNet's release, whose labels are class-index P
 `sequences/` lacks it. Colour-coded labels (the original 32-class `_L.png`) are refused with an
 error saying so.
 
-Every missing folder or file is a `DatasetError` naming it. Not wired into `stmg_jax.train` yet:
-its losses and mIoU assume every pixel has a class (no ignore label 255).
+Every missing folder or file is a `DatasetError` naming it. Label 255 is left out of the
+training loss and of mIoU (`stmg_jax.train.cross_entropy`, `confusion`).
 """
 
 from __future__ import annotations

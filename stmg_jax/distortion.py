@@ -45,6 +45,23 @@ def bin_distortion(x: jax.Array, ref: jax.Array, grid: tuple[int, int]) -> jax.A
     return diff / (jnp.mean(jnp.abs(x)) + EPS)
 
 
+def peak_change(x: jax.Array, ref: jax.Array, grid: tuple[int, int], halo: int) -> jax.Array:
+    """Largest change that can reach each bin of a layer with a `halo`-pixel receptive margin:
+    (H, W, C) x2 -> (gh * gw,).
+
+    d_b = max over the pixels of bin b and its `halo`-pixel ring of mean_c |x - ref|, divided by
+    (mean_{whole map} |x| + EPS). Used for the stem and the decoder blend, whose masks are fixed
+    thresholds: a mean over the bin would let a thin moving edge (a few changed pixels in a large
+    bin) go unnoticed frame after frame; the max with the halo recomputes every bin whose output
+    the change can reach, and a bin is reused only where nothing within its receptive field moved
+    by more than the threshold (sensor and codec noise stay below it).
+    """
+    change = jnp.mean(jnp.abs(x - ref), axis=-1)
+    if halo:
+        change = jax.lax.reduce_window(change, -jnp.inf, jax.lax.max, (2 * halo + 1, 2 * halo + 1), (1, 1), "SAME")
+    return jnp.max(to_bins(change[..., None], grid), axis=(1, 2, 3)) / (jnp.mean(jnp.abs(x)) + EPS)
+
+
 def pooled_bins(x: jax.Array, grid: tuple[int, int]) -> jax.Array:
     """Mean feature per bin: (H, W, C) -> (gh * gw, C)."""
     return jnp.mean(to_bins(x, grid), axis=(1, 2))

@@ -22,17 +22,30 @@ flags.DEFINE_string("workdir", None, "where metrics, the config and checkpoints 
 
 
 def check_config(cfg) -> None:
-    """Build the dataclass configs and check the data size against the stream's bin grids."""
-    from stmg_jax.config import check_input_size
-    from stmg_jax.train import net_config, stream_config
+    """Build the dataclass configs, check the data size against the stream's bin grids and, for a
+    real dataset, its class count and folders (a missing one is a `DatasetError` naming it),
+    all before anything is compiled."""
+    from stmg_jax.config import ConfigError, check_input_size
+    from stmg_jax.train import SOURCES, dataset, net_config, stream_config
 
     stream = stream_config(cfg)
-    net_config(cfg)
+    net = net_config(cfg)
     h, w = cfg.data.image_size
     check_input_size(h, w, stream, field="data.image_size")
     if cfg.batch_size % max(1, cfg.mesh.data * cfg.mesh.fsdp) and cfg.mesh.data > 0:
-        from stmg_jax.config import ConfigError
         raise ConfigError(f"batch_size={cfg.batch_size} is not divisible by the mesh's data axes")
+    source = cfg.data.get("source", "synthetic")
+    if source == "synthetic":
+        return
+    if source not in SOURCES:
+        raise ConfigError(f"data.source={source!r} is not one of synthetic, {', '.join(SOURCES)}")
+    if not cfg.data.get("root"):
+        raise ConfigError(f"data.root must name the {source} folder (data.source={source!r})")
+    for split in ("train", "eval"):
+        data = dataset(cfg, split)
+        if data.num_classes != net.num_classes:
+            raise ConfigError(f"net.num_classes={net.num_classes} but data.source={source!r} has "
+                              f"{data.num_classes} classes")
 
 
 def run(cfg, workdir: str, log=print) -> dict:
@@ -87,11 +100,14 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     from stmg_jax.checkpoint import CheckpointError
     from stmg_jax.config import ConfigError
+    from stmg_jax.data import DatasetError
 
     try:
         result = run(_CONFIG.value, flags.FLAGS.workdir)
     except ConfigError as e:
         raise SystemExit(f"config error: {e}")
+    except DatasetError as e:
+        raise SystemExit(f"data error: {e}")
     except CheckpointError as e:
         raise SystemExit(f"checkpoint error: {e}")
     print("done: " + ", ".join(f"{k}={v:.4g}" for k, v in result.items())

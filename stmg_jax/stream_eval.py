@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from stmg_jax.config import SegNetConfig
+from stmg_jax.data import IGNORE
 from stmg_jax.model import SegNet, dense_flops
 from stmg_jax.streaming import Streamer
 from stmg_jax.train import miou
@@ -124,7 +125,7 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
 
 def compare(net_config: SegNetConfig, streamer: Streamer, params, frames: np.ndarray,
             labels: np.ndarray | None = None, overlay_path: str | None = None) -> dict[str, dict[str, Any]]:
-    """Dense vs STMG on one video; labels (T, H, W) int or None. Returns the benchmark's record:
+    """Dense vs STMG on one video; labels (T, H, W) int (255 = ignore) or None. Returns the benchmark's record:
     {'dense': {fps, gflops_per_frame, miou}, 'stmg': {fps, gflops_per_frame, skip_rate, miou,
     agreement, bins_rate, key_frames}} (miou None without labels). With `overlay_path`, writes the
     STMG segmentation and recompute map there (`write_overlay`)."""
@@ -138,7 +139,8 @@ def compare(net_config: SegNetConfig, streamer: Streamer, params, frames: np.nda
         if labels is None:
             return None
         conf = np.zeros((k, k), np.int64)
-        np.add.at(conf, (labels.reshape(-1), pred.reshape(-1)), 1)
+        valid = labels.reshape(-1) != IGNORE
+        np.add.at(conf, (labels.reshape(-1)[valid], pred.reshape(-1)[valid]), 1)
         return miou(conf)
     return {"dense": {"fps": d["fps"], "gflops_per_frame": d["gflops_per_frame"], "miou": score(d["pred"])},
             "stmg": {"fps": s["fps"], "gflops_per_frame": s["gflops_per_frame"], "skip_rate": s["skip_rate"],

@@ -4,9 +4,9 @@ Per frame:
   1. Key frame if frame 0, every `key_every`-th frame, or when the frame's pixel distortion
      against the previous frame reaches `key_distortion` (a scene cut). On a key frame every layer
      below runs densely and every cache is refreshed.
-  2. stem, recomputed per bin: the bins (stage 0's grid, on the stem output) whose input-pixel
-     distortion against the pixels the cached stem output was computed from (`bin_distortion`)
-     is >= `stem_threshold`; the stem runs on those bins' input patches with their halo
+  2. stem, recomputed per bin: the bins (stage 0's grid, on the stem output) that an input-pixel
+     change of >= `stem_threshold` against the pixels the cached stem output was computed from
+     can reach (`distortion.peak_change`, 5-pixel halo); the stem runs on those bins' input patches with their halo
      (7x7 conv /2 and 3x3 max-pool /2: 4 bh + 7 input rows per bin) at the smallest capacity level
      that covers them (same levels and `lax.switch` as the blocks), cache elsewhere; nothing
      executes when no bin is selected (`lax.cond`).
@@ -32,7 +32,7 @@ Per frame:
      identity shortcut still carries the current frame's x through every skipped block.
   4. decoder: the lateral 1x1 convs and the stride-32..8 blends run densely (cheap); the stride-4
      blend conv (the decoder's most expensive conv) is recomputed per bin like the stem, on the
-     bins whose input changed by >= `decoder_threshold` (1-pixel halo), cache elsewhere; then
+     bins that an input change of >= `decoder_threshold` can reach (1-pixel halo), cache elsewhere; then
      the 1x1 classifier and the x4 bilinear upsampling -> logits (H, W, num_classes).
   The stem and decoder masks are fixed distortion thresholds (skip-convolution style), not
   learned: their input is pixels or the decoder's own input, where "changed" is well defined.
@@ -64,7 +64,7 @@ import jax
 import jax.numpy as jnp
 
 from stmg_jax.config import ConfigError, SegNetConfig, StreamConfig, check_input_size
-from stmg_jax.distortion import (EPS, bin_distortion, gather_patches, gather_with_halo, inside_mask, scatter_bins,
+from stmg_jax.distortion import (EPS, gather_patches, gather_with_halo, inside_mask, peak_change, scatter_bins,
                                  to_bins)
 from stmg_jax.generator import MaskGenerator, generator_inputs
 from stmg_jax.model import (SegNet, block_specs, branch_flops, conv_flops, dense_flops, gateable_blocks,
@@ -262,12 +262,13 @@ class Streamer:
             return dense_fn(x), x, jnp.ones_like(score, bool), jnp.float32(self.region_dense_flops[name])
         return levels, [partial(k) for k in levels[:-1]] + [dense]
 
-    def _region(self, state: StreamState, name: str, x: jax.Array, key: jax.Array, threshold: float,
+    def _region(self, state: StreamState, name: str, x: jax.Array, key: jax.Array, threshold: float, halo: int,
                 dense_fn, patch_fn, patch_flops: float):
-        """Recompute the stem / decoder blend on the bins whose input changed by >= threshold.
+        """Recompute the stem / decoder blend on the bins that a change of >= threshold can reach
+        (`distortion.peak_change` with the layer's input `halo`).
         -> (output map, ref', cache', recomputed (n,) bool, flops)."""
         ref, cache = state.refs[name], state.caches[name]
-        d = bin_distortion(x, ref, self.config.bin_grid[0])
+        d = peak_change(x, ref, self.config.bin_grid[0], halo)
         n_sel = jnp.sum(d >= threshold).astype(jnp.int32)
         levels, branches = self._region_levels(name, dense_fn, patch_fn, patch_flops)
         cache, ref, recomputed, flops, _ = self._levels_step(key | (n_sel > 0), key, n_sel, levels, branches,
@@ -287,7 +288,9 @@ class Streamer:
 
         dense = lambda x: self.net.apply(nv, x[None], method=SegNet.stem)[0]
         flops = conv_flops(2 * bh + 1, 2 * bw + 1, 3, self.net_config.widths[0], 7)
-        return self._region(state, "stem", frame, key, self.config.stem_threshold, dense, patches, flops)
+        # an output bin's input patch (rows 4 r0 - 5 .. 4 (r0 + bh) + 1) reaches 5 pixels beyond the
+        # bin's input pixels: a 5-pixel halo for the change test
+        return self._region(state, "stem", frame, key, self.config.stem_threshold, 5, dense, patches, flops)
 
     def _decoder_blend(self, nv, state: StreamState, z: jax.Array, key: jax.Array):
         h, w = self.image_size
@@ -300,7 +303,7 @@ class Streamer:
 
         dense = lambda x: self.net.apply(nv, 0, x[None], method=SegNet.blend)[0]
         d = self.net_config.decoder_width
-        return self._region(state, "decoder", z, key, self.config.decoder_threshold, dense, patches,
+        return self._region(state, "decoder", z, key, self.config.decoder_threshold, 1, dense, patches,
                             conv_flops(bh, bw, d, d, 3))
 
     # -- one frame ------------------------------------------------------------------------------

@@ -6,9 +6,13 @@ the batch is split over the mesh's data axes: plain data parallelism), `optim.ma
 `learning_rate_schedule` (AdamW, warmup + cosine, lr scaled by batch / 256, no decay on
 scales/biases) and `sharding.make_mesh` / `batch_sharding`.
 
-Data: consecutive frame pairs (t-1, t) of `everest_jax.data.synthetic.SyntheticVideos`, label =
-the per-pixel mask of frame t (2 classes: background, moving shape). `frame_pairs(step)` is a
-pure function of (seed, step), so a run's batches do not depend on anything else.
+Data (`data.source`): consecutive frame pairs (t-1, t) with frame t's per-pixel labels, from
+  synthetic   `everest_jax.data.synthetic.SyntheticVideos` (2 classes: background, moving shape)
+  cityscapes  `stmg_jax.data.CityscapesSequences` under `data.root` (19 classes)
+  camvid      `stmg_jax.data.CamVidSequences` under `data.root` (11 classes)
+Label 255 (`IGNORE`: Cityscapes' unlabelled ids, CamVid's void) is left out of the cross-entropy
+and of the confusion matrix / mIoU. `pairs(data, ...)` is a pure function of (seed, step), so a
+run's batches do not depend on anything else.
 
 Losses (`gate_loss`): ce_weight * CE(student logits, labels)
                       + distill_weight * KL(softmax(dense teacher logits) || softmax(student))
@@ -31,7 +35,8 @@ import optax
 from everest_jax import optim, sharding
 from everest_jax.data.synthetic import SyntheticVideos, normalize_video
 from everest_jax.train_state import TrainState, create_sharded_state
-from stmg_jax.config import SegNetConfig, StreamConfig
+from stmg_jax.config import ConfigError, SegNetConfig, StreamConfig
+from stmg_jax.data import IGNORE, CamVidSequences, CityscapesSequences, pairs_batch
 from stmg_jax.generator import init_generators
 from stmg_jax.masked import masked_forward
 from stmg_jax.model import SegNet
@@ -46,12 +51,29 @@ def stream_config(cfg: ml_collections.ConfigDict) -> StreamConfig:
 
 
 # -- data -------------------------------------------------------------------------------------
-def dataset(cfg: ml_collections.ConfigDict, split: str = "train") -> SyntheticVideos:
+SOURCES = {"cityscapes": CityscapesSequences, "camvid": CamVidSequences}
+
+
+def dataset(cfg: ml_collections.ConfigDict, split: str = "train"):
+    """The train or eval source of `data.source` (eval: synthetic seed + 1000003, real: `val`)."""
     d = cfg.data
-    seed = d.seed if split == "train" else d.seed + 1_000_003
-    n = d.num_examples if split == "train" else d.num_eval_examples
-    return SyntheticVideos(num_examples=n, num_frames=d.num_frames, image_size=tuple(d.image_size),
-                           seed=seed, camera_pan=d.camera_pan)
+    source = d.get("source", "synthetic")
+    if source == "synthetic":
+        seed = d.seed if split == "train" else d.seed + 1_000_003
+        n = d.num_examples if split == "train" else d.num_eval_examples
+        return SyntheticVideos(num_examples=n, num_frames=d.num_frames, image_size=tuple(d.image_size),
+                               seed=seed, camera_pan=d.camera_pan)
+    if source not in SOURCES:
+        raise ConfigError(f"data.source={source!r} is not one of synthetic, {', '.join(SOURCES)}")
+    return SOURCES[source](d.root, "train" if split == "train" else "val", clip_length=2,
+                           image_size=tuple(d.image_size))
+
+
+def pairs(data, batch_size: int, step: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Batch `step` of (t-1, t) pairs from any source: prev, cur (B, H, W, 3), label (B, H, W)."""
+    if isinstance(data, SyntheticVideos):
+        return frame_pairs(data, batch_size, step, seed)
+    return pairs_batch(data, batch_size, step, seed)
 
 
 def frame_pairs(data: SyntheticVideos, batch_size: int, step: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -68,8 +90,11 @@ def frame_pairs(data: SyntheticVideos, batch_size: int, step: int, seed: int = 0
 
 # -- losses and metrics -----------------------------------------------------------------------
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean per-pixel CE; logits (B, H, W, K), labels (B, H, W) int."""
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+    """Mean per-pixel CE over the labelled pixels; logits (B, H, W, K), labels (B, H, W) int with
+    255 (`IGNORE`) = unlabelled. 0 when no pixel is labelled."""
+    valid = labels != IGNORE
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(valid, labels, 0))
+    return jnp.sum(jnp.where(valid, ce, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
 
 
 def distillation(student: jax.Array, teacher: jax.Array) -> jax.Array:
@@ -79,9 +104,12 @@ def distillation(student: jax.Array, teacher: jax.Array) -> jax.Array:
 
 
 def confusion(logits: jax.Array, labels: jax.Array, num_classes: int) -> jax.Array:
-    """(K, K) counts, rows = label, cols = prediction."""
+    """(K, K) counts, rows = label, cols = prediction; pixels labelled 255 (`IGNORE`) are left out."""
     pred = jnp.argmax(logits, -1).reshape(-1)
-    return jnp.zeros((num_classes, num_classes), jnp.int32).at[labels.reshape(-1), pred].add(1)
+    labels = labels.reshape(-1)
+    valid = labels != IGNORE
+    return jnp.zeros((num_classes, num_classes), jnp.int32).at[jnp.where(valid, labels, 0), pred].add(
+        valid.astype(jnp.int32))
 
 
 def miou(conf: np.ndarray) -> float:
@@ -107,6 +135,7 @@ class Trainer:
         self.net_cfg, self.stream_cfg = net_config(cfg), stream_config(cfg)
         self.mesh = sharding.make_mesh(cfg.mesh.to_dict())
         self.steps = cfg.dense_steps if self.phase == "dense" else cfg.gate_steps
+        self._data = {}
         hw = tuple(cfg.data.image_size)
         if self.phase == "dense":
             init = lambda: SegNet(self.net_cfg).init(jax.random.key(cfg.seed), jnp.zeros((1, *hw, 3)))["params"]
@@ -122,8 +151,9 @@ class Trainer:
                                   donate_argnums=0)
 
     def batch(self, step: int, split: str = "train") -> dict[str, jax.Array]:
-        data = dataset(self.cfg, split)
-        b = frame_pairs(data, self.cfg.batch_size, step, self.cfg.data.seed + (0 if split == "train" else 7))
+        if split not in self._data:
+            self._data[split] = dataset(self.cfg, split)
+        b = pairs(self._data[split], self.cfg.batch_size, step, self.cfg.data.seed + (0 if split == "train" else 7))
         return {k: jax.device_put(v, sharding.batch_sharding(self.mesh, v.ndim)) for k, v in b.items()}
 
     def _apply_grads(self, state: TrainState, grads) -> TrainState:
@@ -183,7 +213,7 @@ def evaluate(cfg: ml_collections.ConfigDict, net_vars, gen_vars=None, num_batche
 
     acc: dict[str, Any] = {}
     for b in range(num_batches):
-        out = run(frame_pairs(data, cfg.batch_size, b, cfg.data.seed + 7))
+        out = run(pairs(data, cfg.batch_size, b, cfg.data.seed + 7))
         for key, v in out.items():
             acc[key] = acc.get(key, 0) + np.asarray(v)
     result = {"dense_miou": miou(acc["dense"])}
