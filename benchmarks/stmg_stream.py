@@ -57,7 +57,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefa
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("--checkpoint", default="", help="STMG final/ checkpoint; without it the config is trained first")
-    p.add_argument("--config", default=os.path.join(ROOT, "configs", "stmg_synthetic.py"),
+    p.add_argument("--config", default=os.path.join(ROOT, "configs", "stmg_synthetic.py") + ":128",
                    help="config trained when no --checkpoint is given (PATH or PATH:ARG)")
     p.add_argument("--workdir", default="", help="where that training writes (default: a temporary folder, removed)")
     p.add_argument("--dense-steps", type=int, default=None, help="override the config's dense_steps")

@@ -45,7 +45,7 @@ def get_config(arg=None):
         base_lr=3.2e-2, warmup_lr=1e-6, min_lr=1e-4, b1=0.9, b2=0.999, weight_decay=1e-4,
         layer_decay=1.0, grad_clip_norm=1.0, grad_accum_steps=1))  # lr = base_lr * batch / 256
     c.gates = ml_collections.ConfigDict(dict(
-        budget=0.3, ce_weight=1.0, distill_weight=1.0, budget_weight=10.0, tau=1.0,
+        budget=0.15, ce_weight=1.0, distill_weight=1.0, budget_weight=10.0, tau=1.0,
         optimizer=ml_collections.ConfigDict(dict(
             base_lr=1.6e-1, warmup_lr=1e-6, min_lr=1e-4, b1=0.9, b2=0.999, weight_decay=0.0,
             layer_decay=1.0, grad_clip_norm=1.0, grad_accum_steps=1))))
