@@ -6,8 +6,8 @@ Per frame:
      below runs densely and every cache is refreshed.
   2. stem, recomputed per bin: the bins (stage 0's grid, on the stem output) that an input-pixel
      change of >= `stem_threshold` against the pixels the cached stem output was computed from
-     can reach (`distortion.peak_change`, 5-pixel halo); the stem runs on those bins' input patches with their halo
-     (7x7 conv /2 and 3x3 max-pool /2: 4 bh + 7 input rows per bin) at the smallest capacity level
+     can reach (`distortion.peak_change`, 5-pixel halo); the stem runs on those bins' input
+     patches (7x7 conv /2 and 3x3 max-pool /2: 4 bh + 7 input rows per bin) at the smallest level
      that covers them (same levels and `lax.switch` as the blocks), cache elsewhere; nothing
      executes when no bin is selected (`lax.cond`).
   3. blocks in order. A non-gateable block (by default the downsampling, projection-shortcut
@@ -32,8 +32,8 @@ Per frame:
      identity shortcut still carries the current frame's x through every skipped block.
   4. decoder: the lateral 1x1 convs and the stride-32..8 blends run densely (cheap); the stride-4
      blend conv (the decoder's most expensive conv) is recomputed per bin like the stem, on the
-     bins that an input change of >= `decoder_threshold` can reach (1-pixel halo), cache elsewhere; then
-     the 1x1 classifier and the x4 bilinear upsampling -> logits (H, W, num_classes).
+     bins that an input change of >= `decoder_threshold` can reach (1-pixel halo), cache
+     elsewhere; then the 1x1 classifier and the x4 bilinear upsampling -> logits (H, W, classes).
   The stem and decoder masks are fixed distortion thresholds (skip-convolution style), not
   learned: their input is pixels or the decoder's own input, where "changed" is well defined.
 
@@ -96,7 +96,8 @@ class Streamer:
 
     params = {'net': SegNet variables, 'gen': `generator.init_generators(...)` output}.
     `on_compute(unit, k)`, if given, is called from inside every compute branch through
-    `jax.debug.callback` (block index, bins computed): a host-side execution counter for tests.
+    `jax.debug.callback` (block index or 'stem' / 'decoder', bins computed): a host-side
+    execution counter for tests.
     """
 
     def __init__(self, net_config: SegNetConfig, stream_config: StreamConfig, image_size: tuple[int, int],
@@ -266,14 +267,12 @@ class Streamer:
                 dense_fn, patch_fn, patch_flops: float):
         """Recompute the stem / decoder blend on the bins that a change of >= threshold can reach
         (`distortion.peak_change` with the layer's input `halo`).
-        -> (output map, ref', cache', recomputed (n,) bool, flops)."""
+        -> (cache' = this frame's output map, ref', recomputed (n,) bool, flops)."""
         ref, cache = state.refs[name], state.caches[name]
         d = peak_change(x, ref, self.config.bin_grid[0], halo)
         n_sel = jnp.sum(d >= threshold).astype(jnp.int32)
         levels, branches = self._region_levels(name, dense_fn, patch_fn, patch_flops)
-        cache, ref, recomputed, flops, _ = self._levels_step(key | (n_sel > 0), key, n_sel, levels, branches,
-                                                             x, ref, cache, d)
-        return cache, ref, cache, recomputed, flops
+        return self._levels_step(key | (n_sel > 0), key, n_sel, levels, branches, x, ref, cache, d)[:4]
 
     def _stem(self, nv, state: StreamState, frame: jax.Array, key: jax.Array):
         h, w = self.image_size
@@ -283,7 +282,8 @@ class Streamer:
         def patches(x, idx):   # input rows 4 r0 - 5 .. 4 (r0 + bh) + 1 of output bin rows r0 .. r0 + bh
             p = gather_patches(jnp.pad(x, ((5, 5), (5, 5), (0, 0))), idx, (gh, gw), (4 * bh, 4 * bw),
                                (4 * bh + 7, 4 * bw + 7))
-            mask = inside_mask(idx, (gh, gw), (h // 2, w // 2), 1)[:, :-1, :-1]   # conv rows 2 r0 - 1 ..
+            # conv-output rows 2 r0 - 1 .. 2 (r0 + bh) - 1 (2 bh + 1 of them) inside the image
+            mask = inside_mask(idx, (gh, gw), (h // 2, w // 2), 1)[:, :-1, :-1]
             return self.net.apply(nv, p, mask, method=SegNet.stem_patches)
 
         dense = lambda x: self.net.apply(nv, x[None], method=SegNet.stem)[0]
@@ -329,7 +329,8 @@ class Streamer:
         if c.key_every > 0:
             key = key | (state.count % c.key_every == 0)
         refs, caches, per_block, feats, recomputed = dict(state.refs), dict(state.caches), [], [], {}
-        x, refs["stem"], caches["stem"], recomputed["stem"], stem_flops = self._stem(nv, state, frame, key)
+        caches["stem"], refs["stem"], recomputed["stem"], stem_flops = self._stem(nv, state, frame, key)
+        x = caches["stem"]
         for i in range(len(self.specs)):
             if i in self.gateable:
                 name = f"block_{i}"
@@ -340,9 +341,8 @@ class Streamer:
             if i in self.ends:
                 feats.append(x[None])
         z = self.net.apply(nv, feats, method=SegNet.decode_ladder)[0]
-        top, refs["decoder"], caches["decoder"], recomputed["decoder"], dec_flops = \
-            self._decoder_blend(nv, state, z, key)
-        logits = self.net.apply(nv, top[None], self.image_size, method=SegNet.decode_head)[0]
+        caches["decoder"], refs["decoder"], recomputed["decoder"], dec_flops = self._decoder_blend(nv, state, z, key)
+        logits = self.net.apply(nv, caches["decoder"][None], self.image_size, method=SegNet.decode_head)[0]
         stats = {k: jnp.stack([st[k] for st in per_block]) for k in per_block[0]}
         stats["block_flops"] = stats.pop("flops")
         stats["stem_flops"], stats["decoder_flops"] = stem_flops, dec_flops
