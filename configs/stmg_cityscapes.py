@@ -9,20 +9,11 @@ SwiftNet (AdamW here; batch 8, 20k dense steps); the gate phase trains only the 
 the network frozen. Needs an accelerator; every field can be overridden on the command line.
 """
 
-from configs.stmg_synthetic import get_config as synthetic_config
+from configs.stmg_real import real_config
 
 
 def get_config(arg=None):
     del arg
-    c = synthetic_config()
-    c.net.update(num_classes=19, widths=(64, 128, 256, 512), decoder_width=128)
     # stage maps at 512x1024: 128x256, 64x128, 32x64, 16x32
-    c.stream.bin_grid = ((8, 16), (8, 16), (4, 8), (2, 4))
-    c.data.update(source="cityscapes", root="", image_size=(512, 1024))
-    c.batch_size = 8
-    c.dense_steps = 20_000
-    c.gate_steps = 2_000
-    c.warmup_steps = 500
-    c.optimizer.base_lr = 4e-3
-    c.log_every = 100
-    return c
+    return real_config("cityscapes", 19, (512, 1024), ((8, 16), (8, 16), (4, 8), (2, 4)),
+                       dense_steps=20_000, gate_steps=2_000, warmup_steps=500)

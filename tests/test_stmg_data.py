@@ -225,3 +225,10 @@ def test_real_dataset_configs_are_refused_before_compiling(tmp_path):
     cfg.data.source = "kitti"
     with pytest.raises(ConfigError, match="data.source='kitti' is not one of synthetic, cityscapes, camvid"):
         check_config(cfg)
+    # the shipped CamVid config (384x480, its bin grids) is valid on a CamVid tree
+    from configs.stmg_camvid import get_config as camvid_config
+    for split in ("train", "val"):
+        camvid_tree(tmp_path / "cv", split)
+    cfg = camvid_config()
+    cfg.data.root = str(tmp_path / "cv")
+    check_config(cfg)
