@@ -31,7 +31,7 @@ Design choices:
 
 `SegNet` exposes the pieces so that the streaming path can run blocks one by one with
 `model.apply(variables, ..., method=...)`: `stem`, `block`, `branch` (with a `padding` and an
-optional mask between its two convs, which partial compute needs), `shortcut`, `decode` = 
+optional mask between its two convs, which partial compute needs), `shortcut`, `decode` =
 `decode_head(blend(0, decode_ladder(feats)))`, and `stem_patches` (the stem on gathered patches).
 """
 
