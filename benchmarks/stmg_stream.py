@@ -112,10 +112,12 @@ def load_config(path_arg: str, args):
 
 
 def train_checkpoint(args) -> tuple[str, dict, float, tempfile.TemporaryDirectory | None]:
-    """Train the config (both phases) -> (final/ path, final evaluation, seconds, temp dir)."""
+    """Train the config (both phases) -> (final/ path, final evaluation, seconds, temp dir); an
+    unset --size becomes the config's frame size."""
     from stmg_jax.main import run
 
     cfg = load_config(args.config, args)
+    args.size = args.size or tuple(cfg.data.image_size)  # run the videos at the trained size
     tmp = None
     workdir = args.workdir
     if not workdir:
@@ -174,7 +176,7 @@ def main(argv=None) -> dict:
 
     from everest_jax.data.decode import VideoError
     from everest_jax.data.synthetic import SyntheticVideos, normalize_video
-    from stmg_jax.checkpoint import CheckpointError, load_params
+    from stmg_jax.checkpoint import CheckpointError, load_streaming_params
     from stmg_jax.config import ConfigError, check_input_size
     from stmg_jax.stream_eval import compare, load_video
     from stmg_jax.streaming import Streamer
@@ -185,12 +187,9 @@ def main(argv=None) -> dict:
     try:
         if not ckpt:
             ckpt, trained, train_seconds, tmp = train_checkpoint(args)
-            args.size = args.size or tuple(load_config(args.config, args).data.image_size)
         args.size = tuple(args.size or (64, 64))
         args.real_size = tuple(args.real_size or args.size)
-        net, stream, params = load_params(ckpt)
-        if stream is None or "gen" not in params:
-            raise CheckpointError(f"{ckpt}: has no stream config / generators; train the gates first")
+        net, stream, params = load_streaming_params(ckpt)
         check_input_size(*args.size, stream, field="--size")
         check_input_size(*args.real_size, stream, field="--real-size")
     except CheckpointError as e:

@@ -166,15 +166,12 @@ def save_gif(path, frames: np.ndarray, fps: int = 4) -> None:
 def load_stmg(args):
     """-> (Streamer, params, frames (T, H, W, 3) normalised) from --stmg-checkpoint and the video;
     errors are ConfigError / CheckpointError / VideoError naming the cause."""
-    from stmg_jax import checkpoint as stmg_checkpoint
+    from stmg_jax.checkpoint import load_streaming_params
     from stmg_jax.config import check_input_size
     from stmg_jax.stream_eval import load_video
     from stmg_jax.streaming import Streamer
 
-    net, stream, params = stmg_checkpoint.load_params(args.stmg_checkpoint)
-    if stream is None or "gen" not in params:
-        raise stmg_checkpoint.CheckpointError(f"{args.stmg_checkpoint}: has no trained gates (stream config / "
-                                              "generators); train them with stmg_jax.main first")
+    net, stream, params = load_streaming_params(args.stmg_checkpoint)
     size = tuple(args.stmg_size or (args.size, args.size))
     check_input_size(*size, stream, field="--stmg-size")
     return Streamer(net, stream, size), params, load_video(args.video, size, args.stmg_frames)

@@ -59,6 +59,15 @@ def load_params(path: str | os.PathLike) -> tuple[SegNetConfig, StreamConfig | N
     return net, stream, params
 
 
+def load_streaming_params(path: str | os.PathLike) -> tuple[SegNetConfig, StreamConfig, dict]:
+    """`load_params` for streaming: refuses a checkpoint without trained gates (a dense/ one)."""
+    net, stream, params = load_params(path)
+    if stream is None or "gen" not in params:
+        raise CheckpointError(f"{path}: has no stream config / generators (a dense checkpoint); "
+                              "train the gates first (python -m stmg_jax.main)")
+    return net, stream, params
+
+
 def check_architecture(net_vars: dict, net: SegNetConfig, image_size: tuple[int, int] = (64, 64)) -> None:
     """Raise CheckpointError unless `net_vars` has exactly the parameter tree and shapes of
     SegNet(net) (names the first missing, extra or mis-shaped parameter)."""

@@ -20,10 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from stmg_jax.config import SegNetConfig
-from stmg_jax.data import IGNORE
 from stmg_jax.model import SegNet, dense_flops
 from stmg_jax.streaming import Streamer
-from stmg_jax.train import miou
+from stmg_jax.train import miou, pred_confusion
 
 
 def dense_video(net_config: SegNetConfig, net_vars, frames: np.ndarray) -> dict[str, Any]:
@@ -144,10 +143,7 @@ def compare(net_config: SegNetConfig, streamer: Streamer, params, frames: np.nda
     def score(pred):
         if labels is None:
             return None
-        conf = np.zeros((k, k), np.int64)
-        valid = labels.reshape(-1) != IGNORE
-        np.add.at(conf, (labels.reshape(-1)[valid], pred.reshape(-1)[valid]), 1)
-        return miou(conf)
+        return miou(np.asarray(pred_confusion(pred, labels, k)))
     return {"dense": {"fps": d["fps"], "gflops_per_frame": d["gflops_per_frame"], "miou": score(d["pred"])},
             "stmg": {"fps": s["fps"], "gflops_per_frame": s["gflops_per_frame"], "skip_rate": s["skip_rate"],
                      "miou": score(s["pred"]), "agreement": float(np.mean(s["pred"] == d["pred"])),
@@ -175,8 +171,8 @@ def main(argv=None) -> dict:
     import os
 
     from everest_jax.data.synthetic import SyntheticVideos, normalize_video
-    from stmg_jax.checkpoint import load_params
-    from stmg_jax.config import check_input_size
+    from stmg_jax.checkpoint import CheckpointError, load_streaming_params
+    from stmg_jax.config import ConfigError, check_input_size
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--checkpoint", required=True)
@@ -186,12 +182,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--overlay", default="", help="folder for <video>.mp4 overlays (segmentation | recompute map)")
     args = ap.parse_args(argv)
-    from stmg_jax.checkpoint import CheckpointError
-    from stmg_jax.config import ConfigError
     try:
-        net, stream, params = load_params(args.checkpoint)
-        if stream is None or "gen" not in params:
-            raise CheckpointError(f"{args.checkpoint}: has no stream config / generators; train the gates first")
+        net, stream, params = load_streaming_params(args.checkpoint)
         size = tuple(args.size)
         check_input_size(*size, stream, field="--size")
     except CheckpointError as e:

@@ -165,39 +165,46 @@ class Streamer:
         return StreamState(count=jnp.zeros((), jnp.int32), frame_ref=jnp.zeros((h, w, 3), jnp.float32),
                            refs=refs, caches=caches)
 
-    # -- one block ------------------------------------------------------------------------------
+    # -- capacity levels (blocks, stem, decoder) -------------------------------------------------
+    def _partial(self, unit, grid: tuple[int, int], k: int, patch_fn, flops: float):
+        """Capacity level of k bins: a function (x, ref, cache, score) -> (cache', ref',
+        recomputed (n,) bool, flops) that runs `patch_fn(x, idx)` -> (k, bh, bw, C) on the k bins
+        of highest score, scatters the results into the cache and x's bins into ref."""
+        def run(x, ref, cache, score):
+            if self.on_compute is not None:
+                jax.debug.callback(lambda: self.on_compute(unit, k))
+            idx = jax.lax.top_k(score, k)[1]
+            recomputed = jnp.zeros((grid[0] * grid[1],), bool).at[idx].set(True)
+            return (scatter_bins(cache, idx, patch_fn(x, idx), grid),
+                    scatter_bins(ref, idx, to_bins(x, grid)[idx], grid), recomputed, jnp.float32(flops))
+        return run
+
+    def _dense(self, unit, num_bins: int, dense_fn, flops: float):
+        """The full level: same signature as `_partial`, `dense_fn(x)` on the whole map."""
+        def run(x, ref, cache, score):
+            if self.on_compute is not None:
+                jax.debug.callback(lambda: self.on_compute(unit, num_bins))
+            return dense_fn(x), x, jnp.ones((num_bins,), bool), jnp.float32(flops)
+        return run
+
     def partial_level(self, nv, i: int, k: int):
-        """Capacity level of k bins for gateable block i: a function
-        (x, ref, cache, score) -> (cache', ref', recomputed (n,) bool, flops); x, ref: the block's
+        """Capacity level of k bins for gateable block i (see `_partial`); x, ref: the block's
         input (H, W, Cin), cache: its branch output (h, w, C), score (n,). Recomputes the branch on
         the k bins of highest score (halo handled), cache elsewhere."""
         (h, w), grid, _ = self.block_geometry(i)
         stride = self.specs[i][3]
-        flops = self.partial_flops(i, k)
 
-        def run(x, ref, cache, score):
-            if self.on_compute is not None:
-                jax.debug.callback(lambda: self.on_compute(i, k))
-            idx = jax.lax.top_k(score, k)[1]
+        def branch(x, idx):
             patches = gather_with_halo(x, idx, grid, stride)    # (k, s(bh+1)+3, s(bw+1)+3, Cin)
             mask = inside_mask(idx, grid, (h, w), 1)                             # (k, bh+2, bw+2, 1)
-            r = self.net.apply(nv, i, patches, 0, mask, method=SegNet.branch)    # (k, bh, bw, C)
-            recomputed = jnp.zeros((grid[0] * grid[1],), bool).at[idx].set(True)
-            return (scatter_bins(cache, idx, r, grid), scatter_bins(ref, idx, to_bins(x, grid)[idx], grid),
-                    recomputed, jnp.float32(flops))
-        return run
+            return self.net.apply(nv, i, patches, 0, mask, method=SegNet.branch)  # (k, bh, bw, C)
+        return self._partial(i, grid, k, branch, self.partial_flops(i, k))
 
     def dense_level(self, nv, i: int):
-        """The full level: same signature as `partial_level`, the branch on the whole map."""
+        """The full level of block i: the branch on the whole map."""
         _, (gh, gw), _ = self.block_geometry(i)
-        flops = self.level_flops(i, gh * gw)
-
-        def run(x, ref, cache, score):
-            if self.on_compute is not None:
-                jax.debug.callback(lambda: self.on_compute(i, gh * gw))
-            r = self.net.apply(nv, i, x[None], method=SegNet.branch)[0]
-            return r, x, jnp.ones((gh * gw,), bool), jnp.float32(flops)
-        return run
+        return self._dense(i, gh * gw, lambda x: self.net.apply(nv, i, x[None], method=SegNet.branch)[0],
+                           self.level_flops(i, gh * gw))
 
     def _levels_step(self, run, key, n_sel, levels, branches, x, ref, cache, score):
         """Shared by blocks, stem and decoder: `lax.cond(run, compute, reuse)`, where compute picks
@@ -239,39 +246,17 @@ class Streamer:
         return out, ref, cache, stats, recomputed
 
     # -- stem and decoder: per-bin recompute on a distortion threshold ----------------------------
-    def _region_levels(self, name: str, dense_fn, patch_fn, patch_flops: float):
-        """Capacity-level functions (x, ref, cache, score) -> (cache', ref', recomputed, flops) of
-        the stem or the decoder blend: `patch_fn(x, idx)` -> (k, bh, bw, C) outputs of bins idx,
-        `dense_fn(x)` -> the whole output map. Bins are stage 0's, on the output map."""
-        grid = self.config.bin_grid[0]
-        levels = self.config.levels(grid[0] * grid[1])
-
-        def partial(k):
-            def run(x, ref, cache, score):
-                if self.on_compute is not None:
-                    jax.debug.callback(lambda: self.on_compute(name, k))
-                idx = jax.lax.top_k(score, k)[1]
-                recomputed = jnp.zeros((grid[0] * grid[1],), bool).at[idx].set(True)
-                return (scatter_bins(cache, idx, patch_fn(x, idx), grid),
-                        scatter_bins(ref, idx, to_bins(x, grid)[idx], grid), recomputed,
-                        jnp.float32(k * patch_flops))
-            return run
-
-        def dense(x, ref, cache, score):
-            if self.on_compute is not None:
-                jax.debug.callback(lambda: self.on_compute(name, len(score)))
-            return dense_fn(x), x, jnp.ones_like(score, bool), jnp.float32(self.region_dense_flops[name])
-        return levels, [partial(k) for k in levels[:-1]] + [dense]
-
     def _region(self, state: StreamState, name: str, x: jax.Array, key: jax.Array, threshold: float, halo: int,
                 dense_fn, patch_fn, patch_flops: float):
         """Recompute the stem / decoder blend on the bins that a change of >= threshold can reach
         (`distortion.peak_change` with the layer's input `halo`).
         -> (cache' = this frame's output map, ref', recomputed (n,) bool, flops)."""
-        ref, cache = state.refs[name], state.caches[name]
-        d = peak_change(x, ref, self.config.bin_grid[0], halo)
+        ref, cache, grid = state.refs[name], state.caches[name], self.config.bin_grid[0]
+        d = peak_change(x, ref, grid, halo)
         n_sel = jnp.sum(d >= threshold).astype(jnp.int32)
-        levels, branches = self._region_levels(name, dense_fn, patch_fn, patch_flops)
+        levels = self.config.levels(grid[0] * grid[1])
+        branches = [self._partial(name, grid, k, patch_fn, k * patch_flops) for k in levels[:-1]]
+        branches.append(self._dense(name, levels[-1], dense_fn, self.region_dense_flops[name]))
         return self._levels_step(key | (n_sel > 0), key, n_sel, levels, branches, x, ref, cache, d)[:4]
 
     def _stem(self, nv, state: StreamState, frame: jax.Array, key: jax.Array):

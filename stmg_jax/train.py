@@ -55,7 +55,8 @@ SOURCES = {"cityscapes": CityscapesSequences, "camvid": CamVidSequences}
 
 
 def dataset(cfg: ml_collections.ConfigDict, split: str = "train"):
-    """The train or eval source of `data.source` (eval: synthetic seed + 1000003, real: `val`)."""
+    """The train or eval source of `data.source` (eval: synthetic seed + 1000003, real: `val`);
+    an unknown source or a missing root is a ConfigError, a missing folder a DatasetError."""
     d = cfg.data
     source = d.get("source", "synthetic")
     if source == "synthetic":
@@ -65,6 +66,8 @@ def dataset(cfg: ml_collections.ConfigDict, split: str = "train"):
                                seed=seed, camera_pan=d.camera_pan)
     if source not in SOURCES:
         raise ConfigError(f"data.source={source!r} is not one of synthetic, {', '.join(SOURCES)}")
+    if not d.get("root"):
+        raise ConfigError(f"data.root must name the {source} folder (data.source={source!r})")
     return SOURCES[source](d.root, "train" if split == "train" else "val", clip_length=2,
                            image_size=tuple(d.image_size))
 
@@ -104,9 +107,14 @@ def distillation(student: jax.Array, teacher: jax.Array) -> jax.Array:
 
 
 def confusion(logits: jax.Array, labels: jax.Array, num_classes: int) -> jax.Array:
-    """(K, K) counts, rows = label, cols = prediction; pixels labelled 255 (`IGNORE`) are left out."""
-    pred = jnp.argmax(logits, -1).reshape(-1)
-    labels = labels.reshape(-1)
+    """(K, K) counts of argmax(logits), see `pred_confusion`."""
+    return pred_confusion(jnp.argmax(logits, -1), labels, num_classes)
+
+
+def pred_confusion(pred: jax.Array, labels: jax.Array, num_classes: int) -> jax.Array:
+    """(K, K) counts, rows = label, cols = predicted class (pred and labels of one shape);
+    pixels labelled 255 (`IGNORE`) are left out."""
+    pred, labels = jnp.reshape(pred, -1), jnp.reshape(labels, -1)
     valid = labels != IGNORE
     return jnp.zeros((num_classes, num_classes), jnp.int32).at[jnp.where(valid, labels, 0), pred].add(
         valid.astype(jnp.int32))
