@@ -14,12 +14,20 @@ EPS = 1e-6
 HALO = 2  # a stride-1 BasicBlock branch has two 3x3 convs: each output pixel sees 2 input pixels each side
 
 
-def to_bins(x: jax.Array, grid: tuple[int, int]) -> jax.Array:
-    """(H, W, C) -> (gh * gw, H/gh, W/gw, C), bins in row-major order."""
+def bin_view(x: jax.Array, grid: tuple[int, int]) -> jax.Array:
+    """(H, W, C) -> (gh, H/gh, gw, W/gw, C): a free reshape; bin (r, c) is [r, :, c]. Reductions,
+    gathers and scatters over bins index this view instead of transposing the whole map (a
+    transpose copies the map: at 512x512 frames that was several ms per frame on CPU)."""
     h, w, c = x.shape
     gh, gw = grid
-    x = x.reshape(gh, h // gh, gw, w // gw, c).transpose(0, 2, 1, 3, 4)
-    return x.reshape(gh * gw, h // gh, w // gw, c)
+    return x.reshape(gh, h // gh, gw, w // gw, c)
+
+
+def to_bins(x: jax.Array, grid: tuple[int, int]) -> jax.Array:
+    """(H, W, C) -> (gh * gw, H/gh, W/gw, C), bins in row-major order (a copy; see `take_bins`)."""
+    h, w, c = x.shape
+    gh, gw = grid
+    return bin_view(x, grid).transpose(0, 2, 1, 3, 4).reshape(gh * gw, h // gh, w // gw, c)
 
 
 def from_bins(b: jax.Array, grid: tuple[int, int]) -> jax.Array:
@@ -27,6 +35,26 @@ def from_bins(b: jax.Array, grid: tuple[int, int]) -> jax.Array:
     gh, gw = grid
     _, bh, bw, c = b.shape
     return b.reshape(gh, gw, bh, bw, c).transpose(0, 2, 1, 3, 4).reshape(gh * bh, gw * bw, c)
+
+
+def bin_means(x: jax.Array, grid: tuple[int, int]) -> jax.Array:
+    """Mean over each bin's pixels: (H, W, C) -> (gh * gw, C)."""
+    return jnp.mean(bin_view(x, grid), axis=(1, 3)).reshape(grid[0] * grid[1], x.shape[-1])
+
+
+def channel_mean(x: jax.Array) -> jax.Array:
+    """mean_c x: (H, W, C) -> (H, W). Few channels (the stem's RGB input) are summed slice by
+    slice: XLA:CPU reduces over a 3-wide minor axis ~10x slower than this elementwise sum."""
+    c = x.shape[-1]
+    if c <= 4:
+        return sum(x[..., i] for i in range(c)) / c
+    return jnp.mean(x, axis=-1)
+
+
+def bin_change(x: jax.Array, ref: jax.Array, grid: tuple[int, int]) -> jax.Array:
+    """Per-bin, per-channel change: (H, W, C) x2 -> (gh * gw, C), mean over bin b's pixels of
+    |x - ref|, divided by (mean_{whole map} |x| + EPS). `bin_distortion` is its channel mean."""
+    return bin_means(jnp.abs(x - ref), grid) / (jnp.mean(jnp.abs(x)) + EPS)
 
 
 def bin_distortion(x: jax.Array, ref: jax.Array, grid: tuple[int, int]) -> jax.Array:
@@ -41,8 +69,7 @@ def bin_distortion(x: jax.Array, ref: jax.Array, grid: tuple[int, int]) -> jax.A
     scale, while a bin whose features are all ~0 (post-ReLU) does not get a huge distortion from
     a tiny change.
     """
-    diff = jnp.mean(jnp.abs(to_bins(x - ref, grid)), axis=(1, 2, 3))
-    return diff / (jnp.mean(jnp.abs(x)) + EPS)
+    return jnp.mean(bin_change(x, ref, grid), axis=-1)
 
 
 def peak_change(x: jax.Array, ref: jax.Array, grid: tuple[int, int], halo: int) -> jax.Array:
@@ -56,16 +83,12 @@ def peak_change(x: jax.Array, ref: jax.Array, grid: tuple[int, int], halo: int) 
     the change can reach, and a bin is reused only where nothing within its receptive field moved
     by more than the threshold (sensor and codec noise stay below it).
     """
-    change = jnp.mean(jnp.abs(x - ref), axis=-1)
+    change = channel_mean(jnp.abs(x - ref))
     if halo:  # a separable max filter (rows, then columns): 10x faster than the 2-D window on CPU
         for window in ((2 * halo + 1, 1), (1, 2 * halo + 1)):
             change = jax.lax.reduce_window(change, -jnp.inf, jax.lax.max, window, (1, 1), "SAME")
-    return jnp.max(to_bins(change[..., None], grid), axis=(1, 2, 3)) / (jnp.mean(jnp.abs(x)) + EPS)
-
-
-def pooled_bins(x: jax.Array, grid: tuple[int, int]) -> jax.Array:
-    """Mean feature per bin: (H, W, C) -> (gh * gw, C)."""
-    return jnp.mean(to_bins(x, grid), axis=(1, 2))
+    peak = jnp.max(bin_view(change[..., None], grid), axis=(1, 3, 4)).reshape(-1)
+    return peak / (jnp.mean(jnp.abs(x)) + EPS)
 
 
 def gather_with_halo(x: jax.Array, idx: jax.Array, grid: tuple[int, int], stride: int = 1) -> jax.Array:
@@ -110,6 +133,13 @@ def inside_mask(idx: jax.Array, grid: tuple[int, int], hw: tuple[int, int], marg
     return (rin[:, :, None] & cin[:, None, :]).astype(jnp.float32)[..., None]
 
 
+def take_bins(x: jax.Array, idx: jax.Array, grid: tuple[int, int]) -> jax.Array:
+    """Bins `idx` (k,) of x (H, W, C): (k, H/gh, W/gw, C) (a gather; nothing else is copied)."""
+    return bin_view(x, grid)[idx // grid[1], :, idx % grid[1]]
+
+
 def scatter_bins(x: jax.Array, idx: jax.Array, values: jax.Array, grid: tuple[int, int]) -> jax.Array:
-    """x (H, W, C) with bins `idx` (k,) replaced by `values` (k, bh, bw, C)."""
-    return from_bins(to_bins(x, grid).at[idx].set(values.astype(x.dtype)), grid)
+    """x (H, W, C) with bins `idx` (k,) replaced by `values` (k, bh, bw, C) (one scatter, in place
+    when x's buffer can be reused)."""
+    view = bin_view(x, grid).at[idx // grid[1], :, idx % grid[1]].set(values.astype(x.dtype))
+    return view.reshape(x.shape)

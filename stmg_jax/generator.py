@@ -28,16 +28,14 @@ import jax
 import jax.numpy as jnp
 
 from stmg_jax.config import SegNetConfig, StreamConfig
-from stmg_jax.distortion import EPS, bin_distortion, pooled_bins, to_bins
+from stmg_jax.distortion import bin_change, bin_means
 from stmg_jax.model import block_specs, gateable_blocks
 
 
 def generator_inputs(x: jax.Array, ref: jax.Array, grid: tuple[int, int]) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(d (n,), pooled (n, C), change (n, C)) for one frame; x, ref (H, W, C)."""
-    d = bin_distortion(x, ref, grid)
-    pooled = pooled_bins(x, grid)
-    change = jnp.mean(jnp.abs(to_bins(x - ref, grid)), axis=(1, 2)) / (jnp.mean(jnp.abs(x)) + EPS)
-    return d, pooled, change
+    change = bin_change(x, ref, grid)
+    return jnp.mean(change, axis=-1), bin_means(x, grid), change  # d = `distortion.bin_distortion`
 
 
 class MaskGenerator(nn.Module):

@@ -65,7 +65,7 @@ import jax.numpy as jnp
 
 from stmg_jax.config import ConfigError, SegNetConfig, StreamConfig, check_input_size
 from stmg_jax.distortion import (EPS, gather_patches, gather_with_halo, inside_mask, peak_change, scatter_bins,
-                                 to_bins)
+                                 take_bins)
 from stmg_jax.generator import MaskGenerator, generator_inputs
 from stmg_jax.model import (SegNet, block_specs, branch_flops, conv_flops, dense_flops, gateable_blocks,
                             region_flops, stage_ends)
@@ -98,6 +98,10 @@ class Streamer:
     `on_compute(unit, k)`, if given, is called from inside every compute branch through
     `jax.debug.callback` (block index or 'stem' / 'decoder', bins computed): a host-side
     execution counter for tests.
+
+    `step` donates the state it is given (its caches are updated in place instead of copied every
+    frame): use the returned state, as a stream does; copy a state you want to keep
+    (`jax.tree.map(jnp.copy, state)`).
     """
 
     def __init__(self, net_config: SegNetConfig, stream_config: StreamConfig, image_size: tuple[int, int],
@@ -116,7 +120,7 @@ class Streamer:
         self.region_dense_flops = region_flops(net_config, h, w)
         self.fixed_flops = float(dense["total"] - sum(branch_flops(net_config, i, h, w) for i in self.gateable)
                                  - sum(self.region_dense_flops.values()))
-        self.step = jax.jit(self._step)
+        self.step = jax.jit(self._step, donate_argnums=1)
 
     # -- static geometry ------------------------------------------------------------------------
     def block_geometry(self, i: int) -> tuple[tuple[int, int], tuple[int, int], int]:
@@ -161,7 +165,8 @@ class Streamer:
         d = self.net_config.decoder_width
         refs["stem"] = jnp.zeros((h, w, 3), jnp.float32)
         caches["stem"] = jnp.zeros((h // 4, w // 4, self.net_config.widths[0]), jnp.float32)
-        refs["decoder"] = caches["decoder"] = jnp.zeros((h // 4, w // 4, d), jnp.float32)
+        refs["decoder"] = jnp.zeros((h // 4, w // 4, d), jnp.float32)
+        caches["decoder"] = jnp.zeros((h // 4, w // 4, d), jnp.float32)  # distinct buffers: the step donates them
         return StreamState(count=jnp.zeros((), jnp.int32), frame_ref=jnp.zeros((h, w, 3), jnp.float32),
                            refs=refs, caches=caches)
 
@@ -176,7 +181,7 @@ class Streamer:
             idx = jax.lax.top_k(score, k)[1]
             recomputed = jnp.zeros((grid[0] * grid[1],), bool).at[idx].set(True)
             return (scatter_bins(cache, idx, patch_fn(x, idx), grid),
-                    scatter_bins(ref, idx, to_bins(x, grid)[idx], grid), recomputed, jnp.float32(flops))
+                    scatter_bins(ref, idx, take_bins(x, idx, grid), grid), recomputed, jnp.float32(flops))
         return run
 
     def _dense(self, unit, num_bins: int, dense_fn, flops: float):

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from stmg_jax.config import ConfigError, SegNetConfig, StreamConfig, check_input_size
-from stmg_jax.distortion import (bin_distortion, from_bins, gather_with_halo, inside_mask, to_bins)
+from stmg_jax.distortion import (bin_distortion, channel_mean, from_bins, gather_with_halo, inside_mask, peak_change,
+                                 scatter_bins, take_bins, to_bins)
 from stmg_jax.generator import init_generators
-from stmg_jax.model import SegNet, block_specs, dense_flops, gateable_blocks, stage_ends
+from stmg_jax.model import SegNet, block_specs, dense_flops, gateable_blocks, stage_ends, upsample
 from stmg_jax.streaming import Streamer
 from stmg_jax.testing import random_net_variables
 
@@ -115,6 +116,40 @@ def test_bins_roundtrip_order_and_distortion():
     expected = np.zeros(6)
     expected[2] = 2.0 / float(jnp.mean(jnp.abs(x)))
     np.testing.assert_allclose(d, expected, rtol=1e-5)
+
+
+def test_take_and_scatter_bins_match_the_transposed_layout():
+    x = jnp.asarray(np.random.RandomState(0).randn(8, 12, 3), jnp.float32)
+    idx = jnp.asarray([5, 0, 2])
+    np.testing.assert_array_equal(take_bins(x, idx, (2, 3)), to_bins(x, (2, 3))[idx])
+    values = jnp.full((3, 4, 4, 3), 7.0)
+    want = from_bins(to_bins(x, (2, 3)).at[idx].set(values), (2, 3))
+    got = scatter_bins(x, idx, values, (2, 3))
+    np.testing.assert_array_equal(got, want)
+    assert (got[0:4, 0:4] == 7).all() and (got[4:8, 0:4] == x[4:8, 0:4]).all()
+
+
+def test_peak_change_is_the_max_filtered_channel_mean():
+    rng = np.random.RandomState(1)
+    for c in (3, 16):  # the RGB input takes channel_mean's slice-sum path, 16 channels jnp.mean
+        x = rng.rand(16, 16, c).astype(np.float32)
+        ref = x.copy()
+        ref[2, 10, :] += 3.0  # one changed pixel in bin 1 (rows 0-7, cols 8-15), 3 columns from bin 0
+        np.testing.assert_allclose(channel_mean(jnp.abs(x - ref)), np.abs(x - ref).mean(-1), rtol=1e-6)
+        norm = np.abs(x).mean()
+        for halo, changed in ((0, [1]), (2, [1]), (3, [0, 1])):
+            d = np.asarray(peak_change(jnp.asarray(x), jnp.asarray(ref), (2, 2), halo))
+            want = np.zeros(4)
+            want[changed] = 3.0 / norm
+            np.testing.assert_allclose(d, want, rtol=1e-5, err_msg=f"c={c} halo={halo}")
+
+
+@pytest.mark.parametrize("shape,factor", [((2, 4, 6, 3), 2), ((1, 8, 4, 5), 4), ((1, 3, 5, 2), 3)])
+def test_upsample_equals_jax_image_resize_bilinear(shape, factor):
+    x = jnp.asarray(np.random.RandomState(2).randn(*shape), jnp.float32)
+    n, h, w, c = shape
+    want = jax.image.resize(x, (n, h * factor, w * factor, c), "bilinear")
+    np.testing.assert_allclose(upsample(x, factor), want, atol=1e-6, rtol=0)
 
 
 def test_generator_untrained_is_a_distortion_threshold():

@@ -159,8 +159,11 @@ def test_partial_compute_inside_the_step_matches_its_reference(params, dense, co
     f2 = local_change(f1, 6)
     state = counted.init_state()
     state, _, _ = step(counted, params, state, f1)
-    before = state
+    before = jax.tree.map(jnp.copy, state)
+    given = state
     state, logits, stats = step(counted, params, state, f2)
+    # the step donates the state it is given: its caches are updated in place, not copied
+    assert all(a.is_deleted() for a in jax.tree.leaves(given))
     assert not stats["key"]
     ran = [b for b, r in zip(GATED, stats["ran"]) if r]
     assert block_calls() == sorted((b, int(k)) for b, k, r in zip(GATED, stats["bins"], stats["ran"]) if r)
@@ -258,7 +261,7 @@ def test_gating_downsampling_blocks_too(params, dense):
     state, logits, stats = step(streamer, p, state, f1)
     assert stats["ran"].shape == (8,) and stats["ran"].all()
     np.testing.assert_allclose(logits, dense(f1), atol=1e-5, rtol=0)
-    skipped_state, logits, stats = step(streamer, p, state, f1)
+    state, logits, stats = step(streamer, p, state, f1)
     assert not stats["ran"].any()
     np.testing.assert_allclose(logits, dense(f1), atol=1e-5, rtol=0)
     # skipping every branch leaves only stem, projections and decoder
