@@ -10,7 +10,8 @@ figure that matters is STMG's pixel agreement with the dense model.
 
 Per video, from `stmg_jax.stream_eval.compare` (the same code as the streaming command):
   fps               wall-clock frames/s at batch 1 on the current backend (compilation excluded,
-                    each frame waited for with block_until_ready)
+                    each frame waited for with block_until_ready); dense and STMG run alternately
+                    `--repeats` times and fps is the median (all runs in fps_runs)
   gflops_per_frame  analytical FLOPs per frame (1 multiply-add = 2 FLOPs); for STMG counted from
                     the branches the jitted step actually took, key frames included
   skip_rate         share of gateable block-frames that reused the cache
@@ -71,6 +72,8 @@ def parse_args(argv):
     p.add_argument("--real-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="size the real clips are resized to (default: --size)")
     p.add_argument("--frames", type=int, default=32, help="frames per video (from the start)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="dense and STMG run alternately this many times per video; fps is the median")
     return p.parse_args(argv)
 
 
@@ -213,7 +216,7 @@ def main(argv=None) -> dict:
             ex = data[i]
             log(f"{name}: {args.frames} frames {args.size[0]}x{args.size[1]}, dense vs STMG")
             videos[name] = compare(net, streamer_for(tuple(args.size)), params, normalize_video(ex["video"]),
-                                   ex["mask"].astype(np.int32))
+                                   ex["mask"].astype(np.int32), repeats=args.repeats)
             synthetic_names.append(name)
     real_names = []
     for path in real_paths:
@@ -223,7 +226,7 @@ def main(argv=None) -> dict:
         except VideoError as e:
             raise SystemExit(f"video error: {e}")
         log(f"{name}: {len(frames)} frames resized to {args.real_size[0]}x{args.real_size[1]}, dense vs STMG")
-        videos[name] = compare(net, streamer_for(tuple(args.real_size)), params, frames, None)
+        videos[name] = compare(net, streamer_for(tuple(args.real_size)), params, frames, None, repeats=args.repeats)
         real_names.append(name)
 
     if trained is not None:
@@ -244,7 +247,7 @@ def main(argv=None) -> dict:
               f"at most {st.dense_flops / st.fixed_flops:.2f}x fewer FLOPs even if nothing else runs")
     config = {"checkpoint": args.checkpoint or None, "trained_here": trained is not None,
               "train_config": args.config if trained is not None else None,
-              "train_seconds": train_seconds, "train_eval": trained, "frames": args.frames,
+              "train_seconds": train_seconds, "train_eval": trained, "frames": args.frames, "repeats": args.repeats,
               "synthetic": args.synthetic, "camera_pan": args.camera_pan, "size": list(args.size),
               "real_size": list(args.real_size), "real": args.real, "batch": 1,
               "net": dict(num_classes=net.num_classes, widths=list(net.widths),
