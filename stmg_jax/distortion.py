@@ -51,10 +51,13 @@ def channel_mean(x: jax.Array) -> jax.Array:
     return jnp.mean(x, axis=-1)
 
 
-def bin_change(x: jax.Array, ref: jax.Array, grid: tuple[int, int]) -> jax.Array:
+def bin_change(x: jax.Array, ref: jax.Array, grid: tuple[int, int], mean_abs_x: jax.Array | None = None) -> jax.Array:
     """Per-bin, per-channel change: (H, W, C) x2 -> (gh * gw, C), mean over bin b's pixels of
-    |x - ref|, divided by (mean_{whole map} |x| + EPS). `bin_distortion` is its channel mean."""
-    return bin_means(jnp.abs(x - ref), grid) / (jnp.mean(jnp.abs(x)) + EPS)
+    |x - ref|, divided by (mean_{whole map} |x| + EPS). `bin_distortion` is its channel mean.
+    `mean_abs_x`, if the caller has it, saves the whole-map reduction."""
+    if mean_abs_x is None:
+        mean_abs_x = jnp.mean(jnp.abs(x))
+    return bin_means(jnp.abs(x - ref), grid) / (mean_abs_x + EPS)
 
 
 def bin_distortion(x: jax.Array, ref: jax.Array, grid: tuple[int, int]) -> jax.Array:

@@ -33,9 +33,13 @@ from stmg_jax.model import block_specs, gateable_blocks
 
 
 def generator_inputs(x: jax.Array, ref: jax.Array, grid: tuple[int, int]) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(d (n,), pooled (n, C), change (n, C)) for one frame; x, ref (H, W, C)."""
-    change = bin_change(x, ref, grid)
-    return jnp.mean(change, axis=-1), bin_means(x, grid), change  # d = `distortion.bin_distortion`
+    """(d (n,), pooled (n, C), change (n, C)) for one frame; x, ref (H, W, C).
+
+    x is a block input, post-ReLU (>= 0) in this network (the stem and every block end in a ReLU),
+    so mean |x| is the mean of the bin means: the normaliser costs no second pass over the map."""
+    pooled = bin_means(x, grid)
+    change = bin_change(x, ref, grid, mean_abs_x=jnp.mean(pooled))
+    return jnp.mean(change, axis=-1), pooled, change  # d = `distortion.bin_distortion`
 
 
 class MaskGenerator(nn.Module):

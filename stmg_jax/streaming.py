@@ -57,6 +57,7 @@ bh x bw outputs.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import flax
@@ -76,7 +77,7 @@ class StreamState:
     """Streaming state (one video, no batch axis).
 
     count: int32, frames processed so far.
-    frame_ref: (H, W, 3) the previous frame (for `key_distortion`).
+    frame_ref: (H, W, 3) the previous frame (for `key_distortion`; zeros when that test is off).
     refs: {'block_<i>': (h, w, c)} per gateable block, the block input each bin's cached branch
       output was computed from (the previous frame's input on bins recomputed at t-1); 'stem':
       (H, W, 3) the same for the stem's input pixels; 'decoder': (H/4, W/4, d) for the input of
@@ -171,25 +172,25 @@ class Streamer:
                            refs=refs, caches=caches)
 
     # -- capacity levels (blocks, stem, decoder) -------------------------------------------------
-    def _partial(self, unit, grid: tuple[int, int], k: int, patch_fn, flops: float):
+    def _partial(self, unit, grid: tuple[int, int], k: int, patch_fn):
         """Capacity level of k bins: a function (x, ref, cache, score) -> (cache', ref',
-        recomputed (n,) bool, flops) that runs `patch_fn(x, idx)` -> (k, bh, bw, C) on the k bins
-        of highest score, scatters the results into the cache and x's bins into ref."""
+        recomputed (n,) bool) that runs `patch_fn(x, idx)` -> (k, bh, bw, C) on the k bins of
+        highest score, scatters the results into the cache and x's bins into ref."""
         def run(x, ref, cache, score):
             if self.on_compute is not None:
                 jax.debug.callback(lambda: self.on_compute(unit, k))
             idx = jax.lax.top_k(score, k)[1]
             recomputed = jnp.zeros((grid[0] * grid[1],), bool).at[idx].set(True)
             return (scatter_bins(cache, idx, patch_fn(x, idx), grid),
-                    scatter_bins(ref, idx, take_bins(x, idx, grid), grid), recomputed, jnp.float32(flops))
+                    scatter_bins(ref, idx, take_bins(x, idx, grid), grid), recomputed)
         return run
 
-    def _dense(self, unit, num_bins: int, dense_fn, flops: float):
+    def _dense(self, unit, num_bins: int, dense_fn):
         """The full level: same signature as `_partial`, `dense_fn(x)` on the whole map."""
         def run(x, ref, cache, score):
             if self.on_compute is not None:
                 jax.debug.callback(lambda: self.on_compute(unit, num_bins))
-            return dense_fn(x), x, jnp.ones((num_bins,), bool), jnp.float32(flops)
+            return dense_fn(x), x, jnp.ones((num_bins,), bool)
         return run
 
     def partial_level(self, nv, i: int, k: int):
@@ -203,18 +204,18 @@ class Streamer:
             patches = gather_with_halo(x, idx, grid, stride)    # (k, s(bh+1)+3, s(bw+1)+3, Cin)
             mask = inside_mask(idx, grid, (h, w), 1)                             # (k, bh+2, bw+2, 1)
             return self.net.apply(nv, i, patches, 0, mask, method=SegNet.branch)  # (k, bh, bw, C)
-        return self._partial(i, grid, k, branch, self.partial_flops(i, k))
+        return self._partial(i, grid, k, branch)
 
     def dense_level(self, nv, i: int):
         """The full level of block i: the branch on the whole map."""
         _, (gh, gw), _ = self.block_geometry(i)
-        return self._dense(i, gh * gw, lambda x: self.net.apply(nv, i, x[None], method=SegNet.branch)[0],
-                           self.level_flops(i, gh * gw))
+        return self._dense(i, gh * gw, lambda x: self.net.apply(nv, i, x[None], method=SegNet.branch)[0])
 
-    def _levels_step(self, run, key, n_sel, levels, branches, x, ref, cache, score):
+    def _levels_step(self, run, key, n_sel, levels, branches, level_flops, x, ref, cache, score):
         """Shared by blocks, stem and decoder: `lax.cond(run, compute, reuse)`, where compute picks
         with `lax.switch` the smallest capacity level covering the n_sel selected bins (the dense
-        last level on key frames) and reuse returns the cache untouched.
+        last level on key frames) and reuse returns the cache untouched. The FLOPs taken are looked
+        up outside the conditional in `level_flops` (one Python float per level).
         -> (cache', ref', recomputed (n,) bool, flops, level)."""
         level = jnp.where(key, len(levels) - 1,
                           jnp.minimum(jnp.searchsorted(jnp.asarray(levels), n_sel), len(levels) - 1))
@@ -223,9 +224,10 @@ class Streamer:
             return jax.lax.switch(level, branches, x, ref, cache, score)
 
         def reuse(x, ref, cache, score):
-            return cache, ref, jnp.zeros_like(score, bool), jnp.float32(0.0)
+            return cache, ref, jnp.zeros_like(score, bool)
 
-        return (*jax.lax.cond(run, compute, reuse, x, ref, cache, score), level)
+        flops = jnp.where(run, jnp.asarray(level_flops, jnp.float32)[level], jnp.float32(0.0))
+        return (*jax.lax.cond(run, compute, reuse, x, ref, cache, score), flops, level)
 
     def _gated_block(self, params, state: StreamState, i: int, x: jax.Array, key: jax.Array):
         """x (H, W, Cin) -> (out (h, w, C), new ref, new cache, per-block stats, recomputed (n,) bool)."""
@@ -239,8 +241,8 @@ class Streamer:
         run = key | ((gate_p >= self.config.gate_threshold) & (n_sel > 0))
         levels = self.levels(i)
         branches = [self.partial_level(nv, i, k) for k in levels[:-1]] + [self.dense_level(nv, i)]
-        cache, ref, recomputed, flops, level = self._levels_step(run, key, n_sel, levels, branches,
-                                                                 x, ref, cache, bin_p)
+        cache, ref, recomputed, flops, level = self._levels_step(
+            run, key, n_sel, levels, branches, [self.level_flops(i, k) for k in levels], x, ref, cache, bin_p)
         bins = jnp.sum(recomputed).astype(jnp.int32)
         # the (possibly partly) refreshed cache is this frame's branch output
         shortcut = x if self.specs[i][3] == 1 and self.specs[i][1] == self.specs[i][2] else \
@@ -260,9 +262,11 @@ class Streamer:
         d = peak_change(x, ref, grid, halo)
         n_sel = jnp.sum(d >= threshold).astype(jnp.int32)
         levels = self.config.levels(grid[0] * grid[1])
-        branches = [self._partial(name, grid, k, patch_fn, k * patch_flops) for k in levels[:-1]]
-        branches.append(self._dense(name, levels[-1], dense_fn, self.region_dense_flops[name]))
-        return self._levels_step(key | (n_sel > 0), key, n_sel, levels, branches, x, ref, cache, d)[:4]
+        branches = [self._partial(name, grid, k, patch_fn) for k in levels[:-1]]
+        branches.append(self._dense(name, levels[-1], dense_fn))
+        level_flops = [k * patch_flops for k in levels[:-1]] + [self.region_dense_flops[name]]
+        return self._levels_step(key | (n_sel > 0), key, n_sel, levels, branches, level_flops,
+                                 x, ref, cache, d)[:4]
 
     def _stem(self, nv, state: StreamState, frame: jax.Array, key: jax.Array):
         h, w = self.image_size
@@ -300,10 +304,11 @@ class Streamer:
     def _step(self, params, state: StreamState, frame: jax.Array):
         """frame (H, W, 3) float (normalised like training) -> (state, logits (H, W, classes), stats).
 
-        stats: key (bool); frame_distortion (the key-frame test's d); per gated block, in the order
-        of `self.gateable`, arrays of shape (G,): ran (bool), level (int32, -1 when skipped), bins
-        (recomputed), selected (bins over the mask threshold), distortion (mean of d), gate_prob,
-        block_flops (branch FLOPs taken); stem_flops, decoder_flops (taken by the stem and the
+        stats: key (bool); frame_distortion (the scene-cut test's d; NaN when `key_distortion` is
+        inf: the test and the frame_ref update are then left out of the step); per gated block, in
+        the order of `self.gateable`, arrays of shape (G,): ran (bool), level (int32, -1 when
+        skipped), bins (recomputed), selected (bins over the mask threshold), distortion (mean of
+        d), gate_prob, block_flops (branch FLOPs taken); stem_flops, decoder_flops (taken by the stem and the
         stride-4 decoder blend); flops (this frame's total, float32) and dense_flops (a dense
         frame's); recomputed: {'block_<i>' | 'stem' | 'decoder': (n,) bool} the bins whose output
         was recomputed this frame (row-major over the bin grid).
@@ -313,9 +318,13 @@ class Streamer:
                               f"{self.image_size} (+ 3 channels) this streamer was built for")
         nv = params["net"]
         frame = frame.astype(jnp.float32)
-        d_frame = jnp.mean(jnp.abs(frame - state.frame_ref)) / (jnp.mean(jnp.abs(frame)) + EPS)
         c = self.config
-        key = (state.count == 0) | (d_frame >= c.key_distortion)
+        key = state.count == 0
+        if math.isinf(c.key_distortion):  # no scene-cut test: no frame statistics to compute
+            d_frame, frame_ref = jnp.float32(jnp.nan), state.frame_ref
+        else:
+            d_frame = jnp.mean(jnp.abs(frame - state.frame_ref)) / (jnp.mean(jnp.abs(frame)) + EPS)
+            key, frame_ref = key | (d_frame >= c.key_distortion), frame
         if c.key_every > 0:
             key = key | (state.count % c.key_every == 0)
         refs, caches, per_block, feats, recomputed = dict(state.refs), dict(state.caches), [], [], {}
@@ -341,5 +350,5 @@ class Streamer:
         stats["key"] = key
         stats["frame_distortion"] = d_frame
         stats["recomputed"] = recomputed
-        new_state = StreamState(count=state.count + 1, frame_ref=frame, refs=refs, caches=caches)
+        new_state = StreamState(count=state.count + 1, frame_ref=frame_ref, refs=refs, caches=caches)
         return new_state, logits, stats

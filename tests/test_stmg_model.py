@@ -75,7 +75,7 @@ def test_partial_compute_equals_dense_block_on_its_bins(net_vars, block, bins):
     cache = jnp.full((h, w, c), 7.0)
     ref = jnp.full((h, w, c), -3.0)
     run = jax.jit(streamer.partial_level(net_vars, block, len(bins)))
-    new_cache, new_ref, recomputed, flops = run(x, ref, cache, score)
+    new_cache, new_ref, recomputed = run(x, ref, cache, score)
     assert sorted(np.flatnonzero(np.asarray(recomputed)).tolist()) == sorted(bins)
     got, want, x_bins = to_bins(new_cache, grid), to_bins(dense, grid), to_bins(x, grid)
     others = [b for b in range(n) if b not in bins]
@@ -85,7 +85,7 @@ def test_partial_compute_equals_dense_block_on_its_bins(net_vars, block, bins):
     if others:
         np.testing.assert_array_equal(to_bins(new_ref, grid)[jnp.asarray(others)], -3.0)
     bh, bw = h // grid[0], w // grid[1]
-    assert float(flops) == len(bins) * 2 * 9 * c * c * ((bh + 2) * (bw + 2) + bh * bw)
+    assert streamer.partial_flops(block, len(bins)) == len(bins) * 2 * 9 * c * c * ((bh + 2) * (bw + 2) + bh * bw)
 
 
 def test_border_masking_is_what_makes_border_bins_exact(net_vars):
@@ -152,6 +152,21 @@ def test_upsample_equals_jax_image_resize_bilinear(shape, factor):
     np.testing.assert_allclose(upsample(x, factor), want, atol=1e-6, rtol=0)
 
 
+def test_generator_inputs_match_their_definitions():
+    """On a post-ReLU block input: d = bin_distortion (normalised by mean |x|), pooled = bin means
+    of x, change = per-channel bin means of |x - ref| / mean |x| (NumPy)."""
+    from stmg_jax.generator import generator_inputs
+    rng = np.random.RandomState(3)
+    x = np.maximum(rng.randn(16, 24, 5), 0).astype(np.float32)
+    ref = x + 0.3 * rng.randn(16, 24, 5).astype(np.float32)
+    d, pooled, change = generator_inputs(jnp.asarray(x), jnp.asarray(ref), (2, 3))
+    bins = x.reshape(2, 8, 3, 8, 5).transpose(0, 2, 1, 3, 4).reshape(6, 64, 5)
+    diff = np.abs(x - ref).reshape(2, 8, 3, 8, 5).transpose(0, 2, 1, 3, 4).reshape(6, 64, 5)
+    np.testing.assert_allclose(pooled, bins.mean(1), rtol=1e-5)
+    np.testing.assert_allclose(change, diff.mean(1) / np.abs(x).mean(), rtol=1e-4)
+    np.testing.assert_allclose(d, bin_distortion(jnp.asarray(x), jnp.asarray(ref), (2, 3)), rtol=1e-4)
+
+
 def test_generator_untrained_is_a_distortion_threshold():
     """Untrained STMG: bin logits = 100 * (d - 0.05), gate logit = 100 * (max d - 0.05)."""
     from stmg_jax.generator import MaskGenerator
@@ -213,7 +228,7 @@ def test_partial_compute_of_a_downsampling_block(net_vars, block, bins):
     n = grid[0] * grid[1]
     score = jnp.zeros((n,)).at[jnp.asarray(bins)].set(1.0 + jnp.arange(len(bins)))
     cache = jnp.full((h, w, c), 7.0)
-    new_cache, new_ref, recomputed, flops = jax.jit(streamer.partial_level(net_vars, block, len(bins)))(
+    new_cache, new_ref, recomputed = jax.jit(streamer.partial_level(net_vars, block, len(bins)))(
         x, jnp.zeros((hin, win, cin)), cache, score)
     got, want = to_bins(new_cache, grid), to_bins(dense, grid)
     np.testing.assert_allclose(got[jnp.asarray(bins)], want[jnp.asarray(bins)], atol=1e-5)
@@ -223,4 +238,5 @@ def test_partial_compute_of_a_downsampling_block(net_vars, block, bins):
     # the reference input is updated on the recomputed bins (input-resolution bins of the same grid)
     np.testing.assert_array_equal(to_bins(new_ref, grid)[jnp.asarray(bins)], to_bins(x, grid)[jnp.asarray(bins)])
     bh, bw = h // grid[0], w // grid[1]
-    assert float(flops) == len(bins) * (2 * 9 * cin * c * (bh + 2) * (bw + 2) + 2 * 9 * c * c * bh * bw)
+    assert streamer.partial_flops(block, len(bins)) == len(bins) * (2 * 9 * cin * c * (bh + 2) * (bw + 2)
+                                                              + 2 * 9 * c * c * bh * bw)
