@@ -223,7 +223,11 @@ class SegNet(nn.Module):
     def decode_head(self, top: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
         """1x1 classifier at H/4 and bilinear upsampling: (N, H/4, W/4, d) -> (N, H, W, classes)."""
         logits = self.head(top)
-        return upsample(logits, out_hw[0] // logits.shape[1])
+        factor = out_hw[0] // logits.shape[1]
+        if (logits.shape[1] * factor, logits.shape[2] * factor) != tuple(out_hw):
+            raise ValueError(f"decode_head: output size {tuple(out_hw)} is not an integer multiple (the same "
+                             f"for H and W) of the logits' {logits.shape[1:3]}")
+        return upsample(logits, factor)
 
     def features(self, x: jax.Array) -> list[jax.Array]:
         """The 4 stage outputs of the dense encoder."""
