@@ -12,6 +12,7 @@ device once before timing (NumPy parameters would be copied on every call, in bo
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -61,8 +62,7 @@ def stream_video(streamer: Streamer, params, frames: np.ndarray) -> dict[str, An
         recomputed.append(stats["recomputed"])
     seconds = time.perf_counter() - t0
     flops, ran, bins = np.asarray(flops), np.asarray(ran), np.asarray(bins)
-    total_bins = sum(streamer.config.bin_grid[streamer.specs[i][0]][0] * streamer.config.bin_grid[streamer.specs[i][0]][1]
-                     for i in streamer.gateable)
+    total_bins = sum(math.prod(streamer.block_geometry(i)[1]) for i in streamer.gateable)
     return {"pred": np.stack([np.asarray(p) for p in preds]), "seconds": seconds, "fps": len(frames) / seconds,
             "gflops_per_frame": float(flops.mean()) / 1e9, "flops": flops,
             "skip_rate": float(1 - ran.mean()), "bins_rate": float(bins.sum(1).mean() / total_bins),
@@ -76,7 +76,7 @@ def recompute_map(streamer: Streamer, recomputed: dict) -> np.ndarray:
     h, w = streamer.image_size
     out = np.zeros((h, w), np.float32)
     for i in streamer.gateable:
-        gh, gw = streamer.config.bin_grid[streamer.specs[i][0]]
+        _, (gh, gw), _ = streamer.block_geometry(i)
         m = np.asarray(recomputed[f"block_{i}"], np.float32).reshape(gh, gw)
         out += np.kron(m, np.ones((h // gh, w // gw), np.float32))
     return out / len(streamer.gateable)

@@ -308,9 +308,9 @@ class Streamer:
         inf: the test and the frame_ref update are then left out of the step); per gated block, in
         the order of `self.gateable`, arrays of shape (G,): ran (bool), level (int32, -1 when
         skipped), bins (recomputed), selected (bins over the mask threshold), distortion (mean of
-        d), gate_prob, block_flops (branch FLOPs taken); stem_flops, decoder_flops (taken by the stem and the
-        stride-4 decoder blend); flops (this frame's total, float32) and dense_flops (a dense
-        frame's); recomputed: {'block_<i>' | 'stem' | 'decoder': (n,) bool} the bins whose output
+        d), gate_prob, block_flops (branch FLOPs taken); stem_flops, decoder_flops (taken by the
+        stem and the stride-4 decoder blend); flops (this frame's total, float32) and dense_flops
+        (a dense frame's); recomputed: {'block_<i>' | 'stem' | 'decoder': (n,) bool} the bins whose output
         was recomputed this frame (row-major over the bin grid).
         """
         if frame.shape != (*self.image_size, 3):
