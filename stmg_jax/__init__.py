@@ -8,8 +8,8 @@ Modules (one idea each):
                gateable blocks are the identity-shortcut BasicBlocks.
   distortion   per-bin inter-frame distortion, bins <-> maps, gather with halo, scatter.
   generator    the Spatial-Temporal Mask Generator (per block: gate logit + per-bin logits).
-  streaming    the jitted batch-1 step (state, frame) -> (state, logits, stats) with lax.cond per
-               block and lax.switch over capacity levels (static k bins, halo 2).
+  streaming    the jitted batch-1 step (state, frame) -> (state, logits, stats) with one lax.switch
+               per block over reuse and the capacity levels (static k bins, halo 2).
   masked       the batched masked-compute forward and straight-through Gumbel-sigmoid gates
                used for training.
   train        dense training, gate training (CE + distillation + FLOPs budget), mIoU.

@@ -114,12 +114,18 @@ def gather_with_halo(x: jax.Array, idx: jax.Array, grid: tuple[int, int], stride
 def gather_patches(xp: jax.Array, idx: jax.Array, grid: tuple[int, int], step: tuple[int, int],
                    size: tuple[int, int]) -> jax.Array:
     """Patches of `size` (ph, pw) of an already padded map xp (H', W', C), bin b's patch starting
-    at (row(b) * step[0], col(b) * step[1]) with row/col on the (gh, gw) `grid`: (k, ph, pw, C)."""
-    gw = grid[1]
+    at (row(b) * step[0], col(b) * step[1]) with row/col on the (gh, gw) `grid`: (k, ph, pw, C).
+
+    The slices are taken from the (H', W' * C) view (rows of pw * C contiguous values, not pw * ph
+    runs of C: XLA:CPU gathers 3-channel pixels one by one), and the result is materialised before
+    its consumer (`optimization_barrier`): fused into the convolution that reads it, the gather was
+    recomputed for every kernel tap."""
+    gw, c = grid[1], xp.shape[2]
+    rows = xp.reshape(xp.shape[0], -1)
 
     def one(b):
-        return jax.lax.dynamic_slice(xp, ((b // gw) * step[0], (b % gw) * step[1], 0), (*size, xp.shape[2]))
-    return jax.vmap(one)(idx)
+        return jax.lax.dynamic_slice(rows, ((b // gw) * step[0], (b % gw) * step[1] * c), (size[0], size[1] * c))
+    return jax.lax.optimization_barrier(jax.vmap(one)(idx).reshape(-1, *size, c))
 
 
 def inside_mask(idx: jax.Array, grid: tuple[int, int], hw: tuple[int, int], margin: int) -> jax.Array:
@@ -136,13 +142,23 @@ def inside_mask(idx: jax.Array, grid: tuple[int, int], hw: tuple[int, int], marg
     return (rin[:, :, None] & cin[:, None, :]).astype(jnp.float32)[..., None]
 
 
+def _bin_rows(x: jax.Array, grid: tuple[int, int]) -> jax.Array:
+    """(H, W, C) -> (gh, H/gh, gw, W/gw * C): `bin_view` with each bin row's pixels merged into one
+    contiguous run (free). Gathers and scatters of whole bins index this view: they then move runs
+    of W/gw * C values instead of C at a time."""
+    h, w, c = x.shape
+    return x.reshape(grid[0], h // grid[0], grid[1], (w // grid[1]) * c)
+
+
 def take_bins(x: jax.Array, idx: jax.Array, grid: tuple[int, int]) -> jax.Array:
     """Bins `idx` (k,) of x (H, W, C): (k, H/gh, W/gw, C) (a gather; nothing else is copied)."""
-    return bin_view(x, grid)[idx // grid[1], :, idx % grid[1]]
+    h, w, c = x.shape
+    return _bin_rows(x, grid)[idx // grid[1], :, idx % grid[1]].reshape(-1, h // grid[0], w // grid[1], c)
 
 
 def scatter_bins(x: jax.Array, idx: jax.Array, values: jax.Array, grid: tuple[int, int]) -> jax.Array:
     """x (H, W, C) with bins `idx` (k,) replaced by `values` (k, bh, bw, C) (one scatter, in place
     when x's buffer can be reused)."""
-    view = bin_view(x, grid).at[idx // grid[1], :, idx % grid[1]].set(values.astype(x.dtype))
-    return view.reshape(x.shape)
+    k, bh, bw, c = values.shape
+    rows = _bin_rows(x, grid).at[idx // grid[1], :, idx % grid[1]].set(values.astype(x.dtype).reshape(k, bh, bw * c))
+    return rows.reshape(x.shape)

@@ -9,7 +9,7 @@ Per frame:
      can reach (`distortion.peak_change`, 5-pixel halo); the stem runs on those bins' input
      patches (7x7 conv /2 and 3x3 max-pool /2: 4 bh + 7 input rows per bin) at the smallest level
      that covers them (same levels and `lax.switch` as the blocks), cache elsewhere; nothing
-     executes when no bin is selected (`lax.cond`).
+     executes when no bin is selected (the switch's reuse branch).
   3. blocks in order. A non-gateable block (by default the downsampling, projection-shortcut
      blocks; see StreamConfig.gate_downsampling) runs densely. A gateable block i with input x:
        d, pooled, change = generator_inputs(x, ref_i, grid)        (ref_i: see `StreamState`)
@@ -17,9 +17,8 @@ Per frame:
        selected = sigmoid(bin_logits) >= bin_threshold;  n_sel = sum(selected)
        run   = key or (sigmoid(gate_logit) >= gate_threshold and n_sel > 0)
        level = the last (dense) level on key frames, else the smallest capacity level k >= n_sel
-       r = lax.cond(run, compute, reuse):
+       r = lax.switch(run ? 1 + level : 0, [reuse, partial(k_0), ..., partial(k_{L-2}), dense]):
              reuse:   r = cache_i                                   (nothing else executes)
-             compute: lax.switch(level, [partial(k_0), ..., partial(k_{L-2}), dense])
                partial(k): the k bins of highest bin probability (lax.top_k, static k) are
                  gathered with a 2-pixel halo (two 3x3 convs; bins are on the block's output map,
                  a stride-2 block gathers 2*(bh+1)+3 input rows per bin), the branch runs VALID on
@@ -37,8 +36,9 @@ Per frame:
   The stem and decoder masks are fixed distortion thresholds (skip-convolution style), not
   learned: their input is pixels or the decoder's own input, where "changed" is well defined.
 
-Shapes are static everywhere: k per level is a Python int, the level is picked with
-`lax.switch`, the gate with `lax.cond`. At batch size 1 under `jit` on CPU/GPU/TPU, `cond` runs
+Shapes are static everywhere: k per level is a Python int; the gate (reuse or compute) and the
+level are one `lax.switch` (a `lax.cond` with more than two branches: a cond around a switch
+copied every cache and ref twice per frame). At batch size 1 under `jit` on CPU/GPU/TPU, it runs
 only the taken branch (verified by `tests/test_stmg_streaming.py` with a `jax.debug.callback`
 counter). Do not `vmap` this step: under vmap `cond` becomes `select` and both branches run
 (training uses masked compute instead, see the SPEC).
@@ -212,22 +212,22 @@ class Streamer:
         return self._dense(i, gh * gw, lambda x: self.net.apply(nv, i, x[None], method=SegNet.branch)[0])
 
     def _levels_step(self, run, key, n_sel, levels, branches, level_flops, x, ref, cache, score):
-        """Shared by blocks, stem and decoder: `lax.cond(run, compute, reuse)`, where compute picks
-        with `lax.switch` the smallest capacity level covering the n_sel selected bins (the dense
-        last level on key frames) and reuse returns the cache untouched. The FLOPs taken are looked
-        up outside the conditional in `level_flops` (one Python float per level).
-        -> (cache', ref', recomputed (n,) bool, flops, level)."""
+        """Shared by blocks, stem and decoder: one `lax.switch` over [reuse, level_0, ..., dense]:
+        reuse (returns the cache untouched) unless `run`, else the smallest capacity level covering
+        the n_sel selected bins (the dense last level on key frames). One conditional rather than a
+        `cond` around a `switch`: each conditional level copies the buffers it returns (XLA cannot
+        update a conditional's operand in place), so nesting doubled the copies of cache and ref.
+        The FLOPs taken are looked up outside the conditional in `level_flops` (one Python float
+        per level). -> (cache', ref', recomputed (n,) bool, flops, level)."""
         level = jnp.where(key, len(levels) - 1,
                           jnp.minimum(jnp.searchsorted(jnp.asarray(levels), n_sel), len(levels) - 1))
-
-        def compute(x, ref, cache, score):
-            return jax.lax.switch(level, branches, x, ref, cache, score)
 
         def reuse(x, ref, cache, score):
             return cache, ref, jnp.zeros_like(score, bool)
 
+        out = jax.lax.switch(jnp.where(run, level + 1, 0), [reuse, *branches], x, ref, cache, score)
         flops = jnp.where(run, jnp.asarray(level_flops, jnp.float32)[level], jnp.float32(0.0))
-        return (*jax.lax.cond(run, compute, reuse, x, ref, cache, score), flops, level)
+        return (*out, flops, level)
 
     def _gated_block(self, params, state: StreamState, i: int, x: jax.Array, key: jax.Array):
         """x (H, W, Cin) -> (out (h, w, C), new ref, new cache, per-block stats, recomputed (n,) bool)."""

@@ -215,12 +215,10 @@ def test_reused_bins_keep_their_reference_so_drift_accumulates(params, counted):
 
 def test_compiled_step_has_real_conditionals(params, counted):
     hlo = counted.step.lower(params, counted.init_state(), jnp.zeros((*HW, 3))).compile().as_text()
-    # one cond per gated block, plus one switch per block with more than one capacity level
-    # (block 7 has a single bin, so a single level, and its switch is folded away); a cond and a
-    # switch each for the stem and the decoder blend
-    multi = sum(len(counted.levels(b)) > 1 for b in GATED)
-    assert multi == 4
-    assert hlo.count("conditional(") == len(GATED) + multi + 4
+    # one switch [reuse, level_0, ..., dense] per gated block (block 7 has a single bin, so a
+    # single level: a two-branch conditional), one each for the stem and the decoder blend
+    assert sum(len(counted.levels(b)) > 1 for b in GATED) == 4
+    assert hlo.count("conditional(") == len(GATED) + 2
 
 
 def test_frame_of_another_size_mid_stream_is_refused(params, counted):
