@@ -87,11 +87,36 @@ def peak_change(x: jax.Array, ref: jax.Array, grid: tuple[int, int], halo: int) 
     by more than the threshold (sensor and codec noise stay below it).
     """
     change = channel_mean(jnp.abs(x - ref))
-    if halo:  # a separable max filter (rows, then columns): 10x faster than the 2-D window on CPU
+    return _bin_peak(change, grid, halo) / (jnp.mean(jnp.abs(x)) + EPS)
+
+
+def _bin_peak(m: jax.Array, grid: tuple[int, int], halo: int) -> jax.Array:
+    """max of m (H, W) over each bin and its `halo`-pixel ring (outside the map ignored): (gh * gw,).
+
+    Separable, one axis at a time: per bin, the max over its own columns and over the `halo`
+    columns each neighbouring bin has next to it (pixels beyond the map edge are not there), then
+    the same over rows of that (H, gw) result. Every reduction is a plain strided one (no sliding
+    window: XLA:CPU's reduce_window took 1 ms on a 512x512 map). A halo wider than a bin takes a
+    separable sliding-window max first."""
+    h, w = m.shape
+    gh, gw = grid
+    if halo > min(h // gh, w // gw):
         for window in ((2 * halo + 1, 1), (1, 2 * halo + 1)):
-            change = jax.lax.reduce_window(change, -jnp.inf, jax.lax.max, window, (1, 1), "SAME")
-    peak = jnp.max(bin_view(change[..., None], grid), axis=(1, 3, 4)).reshape(-1)
-    return peak / (jnp.mean(jnp.abs(x)) + EPS)
+            m = jax.lax.reduce_window(m, -jnp.inf, jax.lax.max, window, (1, 1), "SAME")
+        halo = 0
+
+    def along_last(v, n):  # (..., L) -> (..., n): max over each of n segments and `halo` beyond it
+        seg = v.reshape(*v.shape[:-1], n, -1)
+        peak = jnp.max(seg, axis=-1)
+        if halo and n > 1:
+            fill = jnp.full((*v.shape[:-1], 1), -jnp.inf, v.dtype)
+            before = jnp.concatenate([fill, jnp.max(seg[..., :-1, -halo:], axis=-1)], axis=-1)
+            after = jnp.concatenate([jnp.max(seg[..., 1:, :halo], axis=-1), fill], axis=-1)
+            peak = jnp.maximum(peak, jnp.maximum(before, after))
+        return peak
+
+    cols = along_last(m, gw)                                            # (H, gw)
+    return along_last(cols.T, gh).T.reshape(-1)                         # (gw, H) -> (gh, gw)
 
 
 def gather_with_halo(x: jax.Array, idx: jax.Array, grid: tuple[int, int], stride: int = 1) -> jax.Array:

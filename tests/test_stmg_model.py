@@ -144,6 +144,27 @@ def test_peak_change_is_the_max_filtered_channel_mean():
             np.testing.assert_allclose(d, want, rtol=1e-5, err_msg=f"c={c} halo={halo}")
 
 
+@pytest.mark.parametrize("hw,grid", [((16, 24), (2, 3)), ((12, 8), (3, 1)), ((8, 8), (4, 4))])
+def test_peak_change_and_bin_means_match_numpy(hw, grid):
+    """Sparse random changes: peak_change equals NumPy's max over each bin grown by the halo
+    (clipped at the map edge; halos narrower, equal to and wider than a bin), and bin_means
+    equals NumPy's means."""
+    from stmg_jax.distortion import bin_means
+    rng = np.random.RandomState(4)
+    (h, w), (gh, gw) = hw, grid
+    x = rng.randn(h, w, 3).astype(np.float32)
+    ref = x + (rng.rand(h, w, 1) < 0.05) * rng.rand(h, w, 3).astype(np.float32)
+    change = np.abs(x - ref).mean(-1)
+    bh, bw = h // gh, w // gw
+    for halo in (0, 1, 2, 4, 5):
+        want = [change[max(r * bh - halo, 0):(r + 1) * bh + halo, max(c * bw - halo, 0):(c + 1) * bw + halo].max()
+                for r in range(gh) for c in range(gw)]
+        got = peak_change(jnp.asarray(x), jnp.asarray(ref), grid, halo)
+        np.testing.assert_allclose(got, np.asarray(want) / np.abs(x).mean(), rtol=1e-5, err_msg=f"halo={halo}")
+    want_means = x.reshape(gh, bh, gw, bw, 3).mean(axis=(1, 3)).reshape(gh * gw, 3)
+    np.testing.assert_allclose(bin_means(jnp.asarray(x), grid), want_means, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("shape,factor", [((2, 4, 6, 3), 2), ((1, 8, 4, 5), 4), ((1, 3, 5, 2), 3)])
 def test_upsample_equals_jax_image_resize_bilinear(shape, factor):
     x = jnp.asarray(np.random.RandomState(2).randn(*shape), jnp.float32)
