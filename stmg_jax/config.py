@@ -82,7 +82,7 @@ class StreamConfig:
         pixels the cached output was computed from, by at least this (mean over channels of
         |x - ref|, relative to the frame's mean |x|; `distortion.peak_change`); cache elsewhere.
         0: always dense.
-      decoder_threshold: the same for the decoder's stride-4 blend conv, on its input.
+      decoder_threshold: the same for the decoder's stride-4 end (blend conv + classifier), on its input.
       key_distortion: a frame whose pixel distortion (mean |f_t - f_{t-1}| / mean |f_t|, see
         `distortion.py`) is at least this is also a key frame (scene cut, large camera motion).
         `inf` disables it.

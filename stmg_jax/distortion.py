@@ -80,7 +80,7 @@ def peak_change(x: jax.Array, ref: jax.Array, grid: tuple[int, int], halo: int) 
     (H, W, C) x2 -> (gh * gw,).
 
     d_b = max over the pixels of bin b and its `halo`-pixel ring of mean_c |x - ref|, divided by
-    (mean_{whole map} |x| + EPS). Used for the stem and the decoder blend, whose masks are fixed
+    (mean_{whole map} |x| + EPS). Used for the stem and the decoder's end, whose masks are fixed
     thresholds: a mean over the bin would let a thin moving edge (a few changed pixels in a large
     bin) go unnoticed frame after frame; the max with the halo recomputes every bin whose output
     the change can reach, and a bin is reused only where nothing within its receptive field moved

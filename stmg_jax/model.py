@@ -26,13 +26,15 @@ Design choices:
     out = ReLU(x_t + cached_branch). With StreamConfig.gate_downsampling the stride-2 blocks are
     gated too: their cheap 1x1 projection shortcut always runs on the current frame and only the
     residual branch (cached at the output resolution) is reused: out = ReLU(proj(x_t) + cached).
-  * STMG also recomputes the stem and the decoder's last (stride-4, most expensive) blend conv
-    only on bins whose input changed (`streaming.py`); the other decoder convs always run.
+  * STMG also recomputes the stem and the decoder's stride-4 end (its last, most expensive blend
+    conv and the 1x1 classifier) only on bins whose input changed (`streaming.py`); the other
+    decoder convs always run.
 
 `SegNet` exposes the pieces so that the streaming path can run blocks one by one with
 `model.apply(variables, ..., method=...)`: `stem`, `block`, `branch` (with a `padding` and an
 optional mask between its two convs, which partial compute needs), `shortcut`, `decode` =
-`decode_head(blend(0, decode_ladder(feats)))`, and `stem_patches` (the stem on gathered patches).
+`upsample_logits(blend_head(decode_ladder(feats)), (H, W))`, and `stem_patches` (the stem on
+gathered patches).
 """
 
 from __future__ import annotations
@@ -204,7 +206,7 @@ class SegNet(nn.Module):
 
     def decode(self, feats: Sequence[jax.Array], out_hw: tuple[int, int]) -> jax.Array:
         """feats: the 4 stage outputs (N, H/2**(s+2), W/2**(s+2), widths[s]) -> (N, H, W, classes)."""
-        return self.decode_head(self.blend(0, self.decode_ladder(feats)), out_hw)
+        return upsample_logits(self.blend_head(self.decode_ladder(feats)), out_hw)
 
     def decode_ladder(self, feats: Sequence[jax.Array]) -> jax.Array:
         """The decoder up to the input of its last (stride-4) blend: (N, H/4, W/4, decoder_width)."""
@@ -220,14 +222,11 @@ class SegNet(nn.Module):
         """ReLU(affine(conv3x3(x))) of decoder level s; padding=0 on patches with a 1-pixel halo."""
         return nn.relu(self.blends[s](x, padding))
 
-    def decode_head(self, top: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
-        """1x1 classifier at H/4 and bilinear upsampling: (N, H/4, W/4, d) -> (N, H, W, classes)."""
-        logits = self.head(top)
-        factor = out_hw[0] // logits.shape[1]
-        if (logits.shape[1] * factor, logits.shape[2] * factor) != tuple(out_hw):
-            raise ValueError(f"decode_head: output size {tuple(out_hw)} is not an integer multiple (the same "
-                             f"for H and W) of the logits' {logits.shape[1:3]}")
-        return upsample(logits, factor)
+    def blend_head(self, x: jax.Array, padding: int | None = None) -> jax.Array:
+        """The decoder's stride-4 end: its last blend and the 1x1 classifier, (N, H/4, W/4, d) ->
+        logits at stride 4 (N, H/4, W/4, classes); padding=0 on patches with a 1-pixel halo
+        (k, bh+2, bw+2, d) -> (k, bh, bw, classes)."""
+        return self.head(self.blend(0, x, padding))
 
     def features(self, x: jax.Array) -> list[jax.Array]:
         """The 4 stage outputs of the dense encoder."""
@@ -243,6 +242,15 @@ class SegNet(nn.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.decode(self.features(x), x.shape[1:3])
+
+
+def upsample_logits(logits: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
+    """Bilinear upsampling of stride-4 logits (N, h, w, classes) to (N, H, W, classes)."""
+    factor = out_hw[0] // logits.shape[1]
+    if (logits.shape[1] * factor, logits.shape[2] * factor) != tuple(out_hw):
+        raise ValueError(f"upsample_logits: output size {tuple(out_hw)} is not an integer multiple (the same "
+                         f"for H and W) of the logits' {logits.shape[1:3]}")
+    return upsample(logits, factor)
 
 
 def block_specs(config: SegNetConfig) -> list[tuple[int, int, int, int]]:
@@ -274,10 +282,10 @@ def branch_flops(config: SegNetConfig, i: int, height: int, width: int) -> int:
 
 def region_flops(config: SegNetConfig, height: int, width: int) -> dict[str, int]:
     """Dense FLOPs of the two non-block layers STMG recomputes per bin: {'stem': the 7x7 conv,
-    'decoder': the stride-4 blend conv (3x3, decoder_width -> decoder_width)}."""
-    d = config.decoder_width
+    'decoder': the stride-4 end (`SegNet.blend_head`: 3x3 blend d -> d and 1x1 head d -> classes)}."""
+    d, h, w = config.decoder_width, height // 4, width // 4
     return {"stem": conv_flops(height // 2, width // 2, 3, config.widths[0], 7),
-            "decoder": conv_flops(height // 4, width // 4, d, d, 3)}
+            "decoder": conv_flops(h, w, d, d, 3) + conv_flops(h, w, d, config.num_classes, 1)}
 
 
 def stage_ends(config: SegNetConfig) -> list[int]:

@@ -29,10 +29,11 @@ Per frame:
        out = ReLU(shortcut(x) + r)        (shortcut: identity, or the 1x1 projection, always run)
      Reuse is the identity transform of the previous branch output (the SPEC's minimum); the
      identity shortcut still carries the current frame's x through every skipped block.
-  4. decoder: the lateral 1x1 convs and the stride-32..8 blends run densely (cheap); the stride-4
-     blend conv (the decoder's most expensive conv) is recomputed per bin like the stem, on the
-     bins that an input change of >= `decoder_threshold` can reach (1-pixel halo), cache
-     elsewhere; then the 1x1 classifier and the x4 bilinear upsampling -> logits (H, W, classes).
+  4. decoder: the lateral 1x1 convs and the stride-32..8 blends run densely (cheap); its stride-4
+     end (`SegNet.blend_head`: the 3x3 blend, the decoder's most expensive conv, and the 1x1
+     classifier) is recomputed per bin like the stem, on the bins that an input change of
+     >= `decoder_threshold` can reach (1-pixel halo); the cache holds the stride-4 logits; then
+     the x4 bilinear upsampling -> logits (H, W, classes).
   The stem and decoder masks are fixed distortion thresholds (skip-convolution style), not
   learned: their input is pixels or the decoder's own input, where "changed" is well defined.
 
@@ -51,8 +52,8 @@ FLOPs (stats['flops']) are counted analytically from the conv shapes of the bran
 taken (`model.conv_flops`: 2 * k*k * Cin * Cout * Hout * Wout per conv; affines, ReLUs, adds,
 pooling, resizing and the generators are not counted). A partial level on k bins of (bh, bw)
 costs k * (conv 3x3 on (bh+2) x (bw+2) outputs + conv 3x3 on bh x bw outputs), halo included;
-the stem on k bins k * conv 7x7 on (2bh+1) x (2bw+1) outputs, the decoder blend k * conv 3x3 on
-bh x bw outputs.
+the stem on k bins k * conv 7x7 on (2bh+1) x (2bw+1) outputs, the decoder's end k * (conv 3x3 +
+conv 1x1) on bh x bw outputs.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ from stmg_jax.distortion import (EPS, gather_patches, gather_with_halo, inside_m
                                  take_bins)
 from stmg_jax.generator import MaskGenerator, generator_inputs
 from stmg_jax.model import (SegNet, block_specs, branch_flops, conv_flops, dense_flops, gateable_blocks,
-                            region_flops, stage_ends)
+                            region_flops, stage_ends, upsample_logits)
 
 
 @flax.struct.dataclass
@@ -81,9 +82,9 @@ class StreamState:
     refs: {'block_<i>': (h, w, c)} per gateable block, the block input each bin's cached branch
       output was computed from (the previous frame's input on bins recomputed at t-1); 'stem':
       (H, W, 3) the same for the stem's input pixels; 'decoder': (H/4, W/4, d) for the input of
-      the decoder's stride-4 blend.
+      the decoder's stride-4 end.
     caches: {'block_<i>': (h, w, c)} per gateable block, the cached residual-branch output;
-      'stem': (H/4, W/4, widths[0]) the stem output; 'decoder': (H/4, W/4, d) the blend output.
+      'stem': (H/4, W/4, widths[0]) the stem output; 'decoder': (H/4, W/4, classes) the stride-4 logits.
     """
 
     count: jax.Array
@@ -167,7 +168,7 @@ class Streamer:
         refs["stem"] = jnp.zeros((h, w, 3), jnp.float32)
         caches["stem"] = jnp.zeros((h // 4, w // 4, self.net_config.widths[0]), jnp.float32)
         refs["decoder"] = jnp.zeros((h // 4, w // 4, d), jnp.float32)
-        caches["decoder"] = jnp.zeros((h // 4, w // 4, d), jnp.float32)  # distinct buffers: the step donates them
+        caches["decoder"] = jnp.zeros((h // 4, w // 4, self.net_config.num_classes), jnp.float32)
         return StreamState(count=jnp.zeros((), jnp.int32), frame_ref=jnp.zeros((h, w, 3), jnp.float32),
                            refs=refs, caches=caches)
 
@@ -255,7 +256,7 @@ class Streamer:
     # -- stem and decoder: per-bin recompute on a distortion threshold ----------------------------
     def _region(self, state: StreamState, name: str, x: jax.Array, key: jax.Array, threshold: float, halo: int,
                 dense_fn, patch_fn, patch_flops: float):
-        """Recompute the stem / decoder blend on the bins that a change of >= threshold can reach
+        """Recompute the stem / decoder end on the bins that a change of >= threshold can reach
         (`distortion.peak_change` with the layer's input `halo`).
         -> (cache' = this frame's output map, ref', recomputed (n,) bool, flops)."""
         ref, cache, grid = state.refs[name], state.caches[name], self.config.bin_grid[0]
@@ -286,19 +287,19 @@ class Streamer:
         # bin's input pixels: a 5-pixel halo for the change test
         return self._region(state, "stem", frame, key, self.config.stem_threshold, 5, dense, patches, flops)
 
-    def _decoder_blend(self, nv, state: StreamState, z: jax.Array, key: jax.Array):
+    def _decoder_end(self, nv, state: StreamState, z: jax.Array, key: jax.Array):
         h, w = self.image_size
         gh, gw = self.config.bin_grid[0]
         bh, bw = h // 4 // gh, w // 4 // gw
 
         def patches(x, idx):
             p = gather_patches(jnp.pad(x, ((1, 1), (1, 1), (0, 0))), idx, (gh, gw), (bh, bw), (bh + 2, bw + 2))
-            return self.net.apply(nv, 0, p, 0, method=SegNet.blend)
+            return self.net.apply(nv, p, 0, method=SegNet.blend_head)
 
-        dense = lambda x: self.net.apply(nv, 0, x[None], method=SegNet.blend)[0]
+        dense = lambda x: self.net.apply(nv, x[None], method=SegNet.blend_head)[0]
         d = self.net_config.decoder_width
         return self._region(state, "decoder", z, key, self.config.decoder_threshold, 1, dense, patches,
-                            conv_flops(bh, bw, d, d, 3))
+                            conv_flops(bh, bw, d, d, 3) + conv_flops(bh, bw, d, self.net_config.num_classes, 1))
 
     # -- one frame ------------------------------------------------------------------------------
     def _step(self, params, state: StreamState, frame: jax.Array):
@@ -309,7 +310,7 @@ class Streamer:
         the order of `self.gateable`, arrays of shape (G,): ran (bool), level (int32, -1 when
         skipped), bins (recomputed), selected (bins over the mask threshold), distortion (mean of
         d), gate_prob, block_flops (branch FLOPs taken); stem_flops, decoder_flops (taken by the
-        stem and the stride-4 decoder blend); flops (this frame's total, float32) and dense_flops
+        stem and the decoder's stride-4 end); flops (this frame's total, float32) and dense_flops
         (a dense frame's); recomputed: {'block_<i>' | 'stem' | 'decoder': (n,) bool} the bins whose output
         was recomputed this frame (row-major over the bin grid).
         """
@@ -340,8 +341,8 @@ class Streamer:
             if i in self.ends:
                 feats.append(x[None])
         z = self.net.apply(nv, feats, method=SegNet.decode_ladder)[0]
-        caches["decoder"], refs["decoder"], recomputed["decoder"], dec_flops = self._decoder_blend(nv, state, z, key)
-        logits = self.net.apply(nv, caches["decoder"][None], self.image_size, method=SegNet.decode_head)[0]
+        caches["decoder"], refs["decoder"], recomputed["decoder"], dec_flops = self._decoder_end(nv, state, z, key)
+        logits = upsample_logits(caches["decoder"][None], self.image_size)[0]
         stats = {k: jnp.stack([st[k] for st in per_block]) for k in per_block[0]}
         stats["block_flops"] = stats.pop("flops")
         stats["stem_flops"], stats["decoder_flops"] = stem_flops, dec_flops

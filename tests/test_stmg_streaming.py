@@ -10,7 +10,7 @@ from stmg_jax.config import ConfigError, SegNetConfig, StreamConfig
 from stmg_jax.distortion import from_bins
 from stmg_jax.generator import init_generators
 from stmg_jax.masked import masked_forward
-from stmg_jax.model import SegNet, block_specs, stage_ends
+from stmg_jax.model import SegNet, block_specs, stage_ends, upsample_logits
 from stmg_jax.streaming import Streamer
 from stmg_jax.testing import random_net_variables
 
@@ -145,9 +145,9 @@ def reference(params, state, f, recomputed):
             x = model.apply(v, i, x, method=SegNet.block)
         if i in stage_ends(NET):
             feats.append(x)
-    top = mix("decoder", model.apply(v, 0, model.apply(v, feats, method=SegNet.decode_ladder),
-                                     method=SegNet.blend), GRID[0])
-    return np.asarray(model.apply(v, top, HW, method=SegNet.decode_head)[0])
+    top = mix("decoder", model.apply(v, model.apply(v, feats, method=SegNet.decode_ladder),
+                                     method=SegNet.blend_head), GRID[0])
+    return np.asarray(upsample_logits(top, HW)[0])
 
 
 def test_partial_compute_inside_the_step_matches_its_reference(params, dense, counted):
