@@ -220,8 +220,10 @@ class Streamer:
         update a conditional's operand in place), so nesting doubled the copies of cache and ref.
         The FLOPs taken are looked up outside the conditional in `level_flops` (one Python float
         per level). -> (cache', ref', recomputed (n,) bool, flops, level)."""
+        # the first level with k >= n_sel: the number of levels below n_sel (a compare and a sum;
+        # jnp.searchsorted is a while loop)
         level = jnp.where(key, len(levels) - 1,
-                          jnp.minimum(jnp.searchsorted(jnp.asarray(levels), n_sel), len(levels) - 1))
+                          jnp.minimum(jnp.sum(jnp.asarray(levels) < n_sel), len(levels) - 1))
 
         def reuse(x, ref, cache, score):
             return cache, ref, jnp.zeros_like(score, bool)
