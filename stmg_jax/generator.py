@@ -61,8 +61,8 @@ class MaskGenerator(nn.Module):
         bin_logits = a_bin * (d - t_bin) + nn.Dense(1, kernel_init=nn.initializers.zeros,
                                                     name="bin_out")(h)[..., 0]
         dmax = jnp.max(d, axis=-1)
-        zg = jnp.concatenate([jnp.mean(d, axis=-1, keepdims=True), dmax[..., None],
-                              jnp.mean(pooled, axis=-2), jnp.mean(change, axis=-2)], axis=-1)
+        zmean = jnp.mean(z, axis=-2)  # [mean d, mean pooled, mean change] in one reduction
+        zg = jnp.concatenate([zmean[..., :1], dmax[..., None], zmean[..., 1:]], axis=-1)
         hg = nn.relu(nn.Dense(self.hidden, name="gate_hidden")(zg))
         gate_logit = a_gate * (dmax - t_gate) + nn.Dense(1, kernel_init=nn.initializers.zeros,
                                                          name="gate_out")(hg)[..., 0]
