@@ -242,7 +242,7 @@ def main(argv=None) -> dict:
               f"frames/s (target >= 2), mIoU {syn['dense_miou']:.2f} -> {syn['stmg_miou']:.2f} "
               f"({syn['miou_lost']:+.2f} lost, target <= 1); met: {syn['targets_met']}")
     for (h, w), st in streamers.items():
-        print(f"{h}x{w}: the always-dense layers (decoder laterals and coarse blends, classifier, ungated blocks, "
+        print(f"{h}x{w}: the always-dense layers (decoder laterals and coarse blends, ungated blocks, "
               f"1x1 projections) cost {st.fixed_flops / 1e9:.4f} of {st.dense_flops / 1e9:.4f} GFLOPs per frame: "
               f"at most {st.dense_flops / st.fixed_flops:.2f}x fewer FLOPs even if nothing else runs")
     config = {"checkpoint": args.checkpoint or None, "trained_here": trained is not None,
@@ -257,7 +257,7 @@ def main(argv=None) -> dict:
                          "key_every": stream.key_every, "key_distortion": str(stream.key_distortion),
                          "stem_threshold": stream.stem_threshold, "decoder_threshold": stream.decoder_threshold,
                          "gate_downsampling": stream.gate_downsampling},
-              # the always-dense part (decoder laterals and coarse blends, classifier, downsampling
+              # the always-dense part (decoder laterals and coarse blends, downsampling
               # blocks unless gated, 1x1 projections): STMG's floor
               "ungated_gflops_per_frame": {f"{h}x{w}": st.fixed_flops / 1e9 for (h, w), st in streamers.items()},
               "flops_reduction_ceiling": {f"{h}x{w}": st.dense_flops / st.fixed_flops
