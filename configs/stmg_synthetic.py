@@ -5,9 +5,12 @@ Fields: net -> stmg_jax.config.SegNetConfig, stream -> StreamConfig, gates: loss
 FLOPs budget (fraction of the gateable blocks' branch FLOPs) and the generators' optimizer,
 optimizer: the dense phase's (everest_jax.optim fields), mesh: everest_jax.sharding mesh.
 
-The argument is the frame side (default 64): `--config configs/stmg_synthetic.py:128` trains
-128x128 frames with finer stage-0/1 bin grids (bins of 16 input pixels at stage 0), where partial
-compute's halo costs less than on the 64x64 grid.
+The argument is the frame side (default 64), optionally followed by the network:
+`--config configs/stmg_synthetic.py:128` trains 128x128 frames with finer stage-0/1 bin grids (bins
+of 16 input pixels at stage 0), where partial compute's halo costs less than on the 64x64 grid;
+`:128,resnet18` trains the full-width ResNet-18 + SwiftNet decoder (widths 64-512, decoder 128,
+the Cityscapes/CamVid network) instead of the quarter-width CPU-sized default (widths 16-128,
+decoder 32).
 """
 
 import ml_collections
@@ -17,18 +20,24 @@ import ml_collections
 BIN_GRIDS = {64: ((4, 4), (4, 4), (2, 2), (1, 1)),
              128: ((8, 8), (4, 4), (2, 2), (1, 1)),
              256: ((16, 16), (8, 8), (4, 4), (2, 2))}
+# network name -> (encoder widths, decoder width)
+NETWORKS = {"quarter": ((16, 32, 64, 128), 32), "resnet18": ((64, 128, 256, 512), 128)}
 
 
 def get_config(arg=None):
-    side = int(arg) if arg else 64
-    if side not in BIN_GRIDS:
-        raise ValueError(f"configs/stmg_synthetic.py:{arg}: the frame side must be one of {sorted(BIN_GRIDS)}")
+    side, _, network = (arg or "64").partition(",")
+    network = network or "quarter"
+    if not side.isdigit() or int(side) not in BIN_GRIDS or network not in NETWORKS:
+        raise ValueError(f"configs/stmg_synthetic.py:{arg}: expected SIDE[,NETWORK] with SIDE one of "
+                         f"{sorted(BIN_GRIDS)} and NETWORK one of {sorted(NETWORKS)}")
+    side = int(side)
+    widths, decoder_width = NETWORKS[network]
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.init_from = ""  # an STMG checkpoint directory (e.g. a run's dense/): skip dense training
     c.log_every = 50
     c.net = ml_collections.ConfigDict(dict(
-        num_classes=2, widths=(16, 32, 64, 128), blocks_per_stage=(2, 2, 2, 2), decoder_width=32,
+        num_classes=2, widths=widths, blocks_per_stage=(2, 2, 2, 2), decoder_width=decoder_width,
         residual_scale_init=0.0))
     c.stream = ml_collections.ConfigDict(dict(
         bin_grid=BIN_GRIDS[side], capacities=(0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875), gate_threshold=0.5,

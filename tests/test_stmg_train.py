@@ -123,3 +123,17 @@ def test_cli_config_checks_name_the_field():
     cfg.stream.bin_grid = (8, 8)
     with pytest.raises(ConfigError, match=r"bin_grid\[2\]=\(8, 8\)"):
         check_config(cfg)
+
+
+def test_synthetic_config_network_argument():
+    """configs/stmg_synthetic.py:SIDE[,NETWORK]: the quarter-width CPU network by default, the
+    full-width ResNet-18 + SwiftNet-128 decoder with ',resnet18'; anything else is refused."""
+    from stmg_jax.main import check_config
+    small, full = get_config("128"), get_config("128,resnet18")
+    assert tuple(small.net.widths) == (16, 32, 64, 128) and small.net.decoder_width == 32
+    assert tuple(full.net.widths) == (64, 128, 256, 512) and full.net.decoder_width == 128
+    assert tuple(full.data.image_size) == (128, 128) and full.stream.bin_grid == small.stream.bin_grid
+    check_config(full)
+    for bad in ("128,resnet50", "96", "big"):
+        with pytest.raises(ValueError, match="SIDE"):
+            get_config(bad)
