@@ -43,8 +43,9 @@ def dense_video(net_config: SegNetConfig, net_vars, frames: np.ndarray) -> dict[
 
 def stream_video(streamer: Streamer, params, frames: np.ndarray) -> dict[str, Any]:
     """frames (T, H, W, 3) float -> {'pred' (T, H, W), 'seconds', 'fps', 'gflops_per_frame' (mean),
-    'skip_rate' (share of gateable block-frames skipped, key frames included), 'bins_rate' (share
-    of gateable bins recomputed), 'key_frames', 'flops' (T,)}."""
+    'skip_rate' (share of gateable block-frames skipped, key frames included), 'unit_skip_rates'
+    ({'block_<i>' | 'stem' | 'decoder': share of the frames on which that unit recomputed
+    nothing}), 'bins_rate' (share of gateable bins recomputed), 'key_frames', 'flops' (T,)}."""
     step = streamer.step
     params = jax.device_put(params)  # once: NumPy parameters would be copied on every call
     warm = step(params, streamer.init_state(), jnp.asarray(frames[0]))
@@ -63,9 +64,13 @@ def stream_video(streamer: Streamer, params, frames: np.ndarray) -> dict[str, An
     seconds = time.perf_counter() - t0
     flops, ran, bins = np.asarray(flops), np.asarray(ran), np.asarray(bins)
     total_bins = sum(math.prod(streamer.block_geometry(i)[1]) for i in streamer.gateable)
+    # a unit skipped a frame when it recomputed no bin (for a block: its gate took the reuse branch)
+    unit_skip_rates = {unit: float(np.mean([not np.any(r[unit]) for r in recomputed]))
+                       for unit in ["stem", *(f"block_{i}" for i in streamer.gateable), "decoder"]}
     return {"pred": np.stack([np.asarray(p) for p in preds]), "seconds": seconds, "fps": len(frames) / seconds,
             "gflops_per_frame": float(flops.mean()) / 1e9, "flops": flops,
-            "skip_rate": float(1 - ran.mean()), "bins_rate": float(bins.sum(1).mean() / total_bins),
+            "skip_rate": float(1 - ran.mean()), "unit_skip_rates": unit_skip_rates,
+            "bins_rate": float(bins.sum(1).mean() / total_bins),
             "key_frames": int(np.sum(keys)),
             "recompute_map": np.stack([recompute_map(streamer, r) for r in recomputed])}
 
@@ -133,7 +138,7 @@ def compare(net_config: SegNetConfig, streamer: Streamer, params, frames: np.nda
             repeats: int = 1) -> dict[str, dict[str, Any]]:
     """Dense vs STMG on one video; labels (T, H, W) int (255 = ignore) or None. Returns the benchmark's record:
     {'dense': {fps, gflops_per_frame, miou}, 'stmg': {fps, gflops_per_frame, skip_rate, miou,
-    agreement, bins_rate, key_frames}} (miou None without labels). With `repeats` > 1 the two paths
+    agreement, bins_rate, key_frames, unit_skip_rates}} (miou None without labels). With `repeats` > 1 the two paths
     run alternately that many times and fps is the median (the runs are in 'fps_runs'): on a
     shared, noisy machine one pass of a few ms per frame can be off by tens of percent. With
     `overlay_path`, writes the STMG segmentation and recompute map there (`write_overlay`)."""
@@ -154,10 +159,19 @@ def compare(net_config: SegNetConfig, streamer: Streamer, params, frames: np.nda
            "stmg": {"fps": float(np.median(fps["stmg"])), "gflops_per_frame": s["gflops_per_frame"],
                     "skip_rate": s["skip_rate"], "miou": score(s["pred"]),
                     "agreement": float(np.mean(s["pred"] == d["pred"])), "bins_rate": s["bins_rate"],
-                    "key_frames": s["key_frames"]}}
+                    "key_frames": s["key_frames"], "unit_skip_rates": s["unit_skip_rates"]}}
     if repeats > 1:
         out["dense"]["fps_runs"], out["stmg"]["fps_runs"] = fps["dense"], fps["stmg"]
     return out
+
+
+def summary_line(name: str, record: dict) -> str:
+    """One readable line of a `compare` record: frames/s, GFLOPs per frame, skip rates per unit."""
+    d, s = record["dense"], record["stmg"]
+    units = " ".join(f"{u}={r:.2f}" for u, r in s["unit_skip_rates"].items())
+    return (f"{name}: dense {d['fps']:.1f} frames/s {d['gflops_per_frame']:.4f} GFLOPs/frame | STMG "
+            f"{s['fps']:.1f} frames/s {s['gflops_per_frame']:.4f} GFLOPs/frame, agreement {s['agreement']:.4f}, "
+            f"skip rate {s['skip_rate']:.2f} (per unit: {units})")
 
 
 def load_video(path: str, size: tuple[int, int], max_frames: int) -> np.ndarray:
@@ -174,7 +188,8 @@ def load_video(path: str, size: tuple[int, int], max_frames: int) -> np.ndarray:
 def main(argv=None) -> dict:
     """python -m stmg_jax.stream_eval --checkpoint DIR [--video PATH ...] [--synthetic N]
     [--size H W] [--frames T] [--overlay DIR]: dense vs STMG per video (frames resized to --size
-    and batch 1); optionally writes overlay videos; prints one line per video and, last, one
+    and batch 1); optionally writes overlay videos; prints per video a readable line (frames/s,
+    GFLOPs per frame, skip rates per block, stem and decoder) and its JSON record and, last, one
     JSON object {"videos": {name: {"dense": {...}, "stmg": {...}}}} (see `compare`)."""
     import argparse
     import json
@@ -217,6 +232,7 @@ def main(argv=None) -> dict:
     for name, (frames, labels) in videos.items():
         ov = os.path.join(args.overlay, os.path.splitext(name)[0] + ".mp4") if args.overlay else None
         out[name] = compare(net, streamer, params, frames, labels, ov)
+        print(summary_line(name, out[name]), flush=True)
         print(name, json.dumps(out[name]), flush=True)
     print(json.dumps({"videos": out}))
     return out

@@ -273,3 +273,34 @@ def test_gating_downsampling_blocks_too(params, dense):
     trained, _ = jax.jit(lambda q, a, b: masked_forward(NET, stream, q, a, b, masks=masks))(
         p, jnp.asarray(f1)[None], jnp.asarray(f2)[None])
     np.testing.assert_allclose(trained[0], logits, atol=1e-5, rtol=1e-5)
+
+
+def test_stream_eval_per_unit_skip_rates(params, counted):
+    """compare()'s per-unit skip rates are, per block / stem / decoder, the share of frames whose
+    step took that unit's reuse branch (checked against stepping the same video by hand); with a
+    local change the units differ, so a rate assigned to the wrong unit would show."""
+    from stmg_jax.stream_eval import compare, summary_line
+    f = frame(11)
+    g = local_change(f, 12)
+    speck = g.copy()
+    speck[10:12, 100:102] += 1.0  # 4 pixels: the stem's per-pixel test sees it, the blocks' bin means hardly
+    frames = np.stack([f, f, g, speck, f, g, g])
+    ran, stem, dec = [], [], []
+    state = counted.init_state()
+    for x in frames:
+        state, _, stats = step(counted, params, state, x)
+        ran.append(stats["ran"])
+        stem.append(stats["recomputed"]["stem"].any())
+        dec.append(stats["recomputed"]["decoder"].any())
+    ran = np.asarray(ran)
+    expected = {"stem": 1 - np.mean(stem), **{f"block_{i}": 1 - ran[:, j].mean() for j, i in enumerate(GATED)},
+                "decoder": 1 - np.mean(dec)}
+    rates = compare(NET, counted, params, frames)["stmg"]["unit_skip_rates"]
+    assert list(rates) == list(expected)  # stem, blocks in order, decoder
+    np.testing.assert_allclose([rates[k] for k in expected], list(expected.values()))
+    assert len(set(rates.values())) > 1, rates
+    assert 0 < rates["block_0"] < 1
+    line = summary_line("clip", {"dense": {"fps": 10.0, "gflops_per_frame": 1.0},
+                                 "stmg": {"fps": 20.0, "gflops_per_frame": 0.5, "agreement": 1.0, "skip_rate": 0.5,
+                                          "unit_skip_rates": rates}})
+    assert "block_0=" in line and "decoder=" in line and "20.0 frames/s" in line
