@@ -13,7 +13,9 @@ Modules (one idea each):
   masked       the batched masked-compute forward and straight-through Gumbel-sigmoid gates
                used for training.
   train        dense training, gate training (CE + distillation + FLOPs budget), mIoU.
-  stream_eval  dense vs streaming over a video: frames/s, FLOPs/frame, skip rate, mIoU, agreement.
+  stream_eval  dense vs streaming over a video: frames/s, FLOPs/frame, skip rates, mIoU, agreement.
+  live         STMG alone over a video file, frame by frame in constant memory, with its overlay.
+  cli          what the command lines share: input errors as one line.
   checkpoint   parameter checkpoints (Orbax + stmg.json) with an architecture check.
   testing      NumPy-drawn random weights for fast tests.
 """

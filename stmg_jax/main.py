@@ -94,18 +94,10 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    from stmg_jax.checkpoint import CheckpointError
-    from stmg_jax.config import ConfigError
-    from stmg_jax.data import DatasetError
+    from stmg_jax.cli import input_errors_exit
 
-    try:
+    with input_errors_exit():
         result = run(_CONFIG.value, flags.FLAGS.workdir)
-    except ConfigError as e:
-        raise SystemExit(f"config error: {e}")
-    except DatasetError as e:
-        raise SystemExit(f"data error: {e}")
-    except CheckpointError as e:
-        raise SystemExit(f"checkpoint error: {e}")
     print("done: " + ", ".join(f"{k}={v:.4g}" for k, v in result.items())
           + f"; parameters in {pathlib.Path(flags.FLAGS.workdir) / 'final'}", flush=True)
 

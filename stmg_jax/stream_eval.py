@@ -64,15 +64,21 @@ def stream_video(streamer: Streamer, params, frames: np.ndarray) -> dict[str, An
     seconds = time.perf_counter() - t0
     flops, ran, bins = np.asarray(flops), np.asarray(ran), np.asarray(bins)
     total_bins = sum(math.prod(streamer.block_geometry(i)[1]) for i in streamer.gateable)
-    # a unit skipped a frame when it recomputed no bin (for a block: its gate took the reuse branch)
-    unit_skip_rates = {unit: float(np.mean([not np.any(r[unit]) for r in recomputed]))
-                       for unit in ["stem", *(f"block_{i}" for i in streamer.gateable), "decoder"]}
+    skipped = [units_skipped(streamer, r) for r in recomputed]
+    unit_skip_rates = {unit: float(np.mean([s[unit] for s in skipped])) for unit in skipped[0]}
     return {"pred": np.stack([np.asarray(p) for p in preds]), "seconds": seconds, "fps": len(frames) / seconds,
             "gflops_per_frame": float(flops.mean()) / 1e9, "flops": flops,
             "skip_rate": float(1 - ran.mean()), "unit_skip_rates": unit_skip_rates,
             "bins_rate": float(bins.sum(1).mean() / total_bins),
             "key_frames": int(np.sum(keys)),
             "recompute_map": np.stack([recompute_map(streamer, r) for r in recomputed])}
+
+
+def units_skipped(streamer: Streamer, recomputed: dict) -> dict[str, bool]:
+    """A step's stats['recomputed'] -> {'stem', 'block_<i>' (gated, in order), 'decoder': True when
+    the unit recomputed no bin on that frame} (for a block: its gate took the reuse branch)."""
+    units = ["stem", *(f"block_{i}" for i in streamer.gateable), "decoder"]
+    return {u: not bool(np.any(np.asarray(recomputed[u]))) for u in units}
 
 
 def recompute_map(streamer: Streamer, recomputed: dict) -> np.ndarray:
@@ -106,24 +112,9 @@ def overlay(frames_u8: np.ndarray, pred: np.ndarray, recompute: np.ndarray) -> n
 def write_overlay(path: str, frames_u8: np.ndarray, pred: np.ndarray, recompute: np.ndarray, fps: int = 25) -> None:
     """Encode `overlay(...)` to `path` (H.264 MP4) through a temporary file in the same folder, so
     an error leaves no partial output file behind."""
-    import os
-    import tempfile
-
-    from everest_jax.data.encode import write_video
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=folder)
-    os.close(fd)
-    try:
+    from everest_jax.data.encode import replaced_on_success, write_video
+    with replaced_on_success(path) as tmp:
         write_video(tmp, overlay(frames_u8, pred, recompute), fps=fps)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
@@ -196,8 +187,9 @@ def main(argv=None) -> dict:
     import os
 
     from everest_jax.data.synthetic import SyntheticVideos, normalize_video
-    from stmg_jax.checkpoint import CheckpointError, load_streaming_params
-    from stmg_jax.config import ConfigError, check_input_size
+    from stmg_jax.checkpoint import load_streaming_params
+    from stmg_jax.cli import input_errors_exit
+    from stmg_jax.config import check_input_size
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--checkpoint", required=True)
@@ -207,27 +199,19 @@ def main(argv=None) -> dict:
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--overlay", default="", help="folder for <video>.mp4 overlays (segmentation | recompute map)")
     args = ap.parse_args(argv)
-    try:
+    with input_errors_exit():
         net, stream, params = load_streaming_params(args.checkpoint)
         size = tuple(args.size)
         check_input_size(*size, stream, field="--size")
-    except CheckpointError as e:
-        raise SystemExit(f"checkpoint error: {e}")
-    except ConfigError as e:
-        raise SystemExit(f"config error: {e}")
+        videos = {os.path.basename(path): (load_video(path, size, args.frames), None) for path in args.video}
     streamer = Streamer(net, stream, size)
-    videos = {}
     if args.synthetic:
         data = SyntheticVideos(num_examples=args.synthetic, num_frames=args.frames, image_size=size, seed=12345)
+        synthetic = {}
         for i in range(args.synthetic):
             ex = data[i]
-            videos[f"synthetic_{i}"] = (normalize_video(ex["video"]), ex["mask"].astype(np.int32))
-    from everest_jax.data.decode import VideoError
-    for path in args.video:
-        try:
-            videos[os.path.basename(path)] = (load_video(path, size, args.frames), None)
-        except VideoError as e:
-            raise SystemExit(f"video error: {e}")
+            synthetic[f"synthetic_{i}"] = (normalize_video(ex["video"]), ex["mask"].astype(np.int32))
+        videos = {**synthetic, **videos}
     out = {}
     for name, (frames, labels) in videos.items():
         ov = os.path.join(args.overlay, os.path.splitext(name)[0] + ".mp4") if args.overlay else None

@@ -272,6 +272,42 @@ def decode_all(path: str | os.PathLike, stats: dict | None = None) -> np.ndarray
     return np.stack([frames[i] for i in range(n)])
 
 
+def iter_frames(path: str | os.PathLike, stats: dict | None = None) -> Iterator[np.ndarray]:
+    """Every frame, decoded one at a time in presentation order: (H, W, 3) uint8, all at the
+    first frame's size. Memory does not grow with the video's length (streaming a long video).
+
+    A packet that fails to decode is skipped and counted in stats['skipped_packets'], so a damaged
+    stretch does not end a long stream; if the container itself breaks off, iteration ends and
+    stats['stopped'] says why. stats['decoded'] counts the frames yielded and stats['announced']
+    is the frame count the header gives (0 when it gives none). A file that cannot be opened, has
+    no video stream or decodes no frame at all is a `VideoError`.
+    """
+    stats = {} if stats is None else stats
+    stats.update(decoded=0, skipped_packets=0)
+    with open_video(path) as (container, stream):
+        h, w = stream.codec_context.height, stream.codec_context.width
+        stats["announced"] = int(stream.frames or 0)
+        packets = container.demux(stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except _AV_ERRORS as e:
+                stats["stopped"] = f"demuxing failed after {stats['decoded']} frames: {e}"
+                break
+            try:
+                frames = packet.decode()
+            except _AV_ERRORS:
+                stats["skipped_packets"] += 1
+                continue
+            for frame in frames:
+                stats["decoded"] += 1
+                yield _rgb(frame, h or frame.height, w or frame.width)
+    if stats["decoded"] == 0:
+        raise VideoError(Reason.UNDECODABLE, path, stats.get("stopped", "no frames decoded"))
+
+
 def num_frames(path: str | os.PathLike) -> int:
     """Number of frames (from the packet table, or by decoding when packets lack timestamps)."""
     table = frame_table(path)
