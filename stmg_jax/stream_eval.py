@@ -129,8 +129,8 @@ def compare(net_config: SegNetConfig, streamer: Streamer, params, frames: np.nda
             repeats: int = 1) -> dict[str, dict[str, Any]]:
     """Dense vs STMG on one video; labels (T, H, W) int (255 = ignore) or None. Returns the benchmark's record:
     {'dense': {fps, gflops_per_frame, miou}, 'stmg': {fps, gflops_per_frame, skip_rate, miou,
-    agreement, bins_rate, key_frames, unit_skip_rates}} (miou None without labels). With `repeats` > 1 the two paths
-    run alternately that many times and fps is the median (the runs are in 'fps_runs'): on a
+    agreement, bins_rate, key_frames, unit_skip_rates}} (miou None without labels). With
+    `repeats` > 1 the two paths run alternately that many times and fps is the median (the runs are in 'fps_runs'): on a
     shared, noisy machine one pass of a few ms per frame can be off by tens of percent. With
     `overlay_path`, writes the STMG segmentation and recompute map there (`write_overlay`)."""
     runs = [(dense_video(net_config, params["net"], frames), stream_video(streamer, params, frames))
