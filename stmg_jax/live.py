@@ -25,6 +25,7 @@ interrupted run leaves no partial file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import sys
@@ -46,24 +47,24 @@ def stream_file(streamer, params, video: str, out: str | None = None, max_frames
     from everest_jax.data.decode import iter_frames
     from everest_jax.data.encode import VideoWriter, replaced_on_success
     from everest_jax.data.synthetic import normalize_video
-    from stmg_jax.stream_eval import overlay, recompute_map, units_skipped
+    from stmg_jax.stream_eval import overlay, recompute_map, skip_rates, units_skipped
 
     params = jax.device_put(params)  # once: NumPy parameters would be copied on every call
     argmax = jax.jit(lambda logits: jnp.argmax(logits, -1))
     decode_stats: dict[str, Any] = {}
     flops, ran, keys, skipped, step_seconds = [], [], [], [], 0.0
     state = streamer.init_state()
-
-    def run(writer):
-        """-> seconds from the end of frame 0 (which compiles the step) to the last frame's end."""
-        nonlocal state, step_seconds
-        t0 = None
+    with contextlib.ExitStack() as outputs:
+        # the writer closes (flushing the encoder) before the temporary file replaces `out`
+        writer = None
+        if out:
+            writer = outputs.enter_context(VideoWriter(outputs.enter_context(replaced_on_success(out)), fps=fps))
         for i, raw in enumerate(itertools.islice(iter_frames(video, decode_stats), max_frames or None)):
             small = resize(raw[None], streamer.image_size)                      # (1, H, W, 3) uint8
             t = time.perf_counter()
             state, logits, stats = streamer.step(params, state, jnp.asarray(normalize_video(small)[0]))
             pred = np.asarray(argmax(logits))                                    # waits for the step
-            if i > 0:  # frame 0 compiles
+            if i > 0:  # frame 0 compiles the step: left out of both rates
                 step_seconds += time.perf_counter() - t
             flops.append(float(stats["flops"]))
             ran.append(np.asarray(stats["ran"]))
@@ -73,21 +74,15 @@ def stream_file(streamer, params, video: str, out: str | None = None, max_frames
                 writer.write(overlay(small, pred[None], recompute_map(streamer, stats["recomputed"])[None])[0])
             if log_every and (i + 1) % log_every == 0:
                 log(f"frame {i + 1}: {np.mean(flops) / 1e9:.4f} GFLOPs/frame, skip rate {1 - np.mean(ran):.2f}")
-            t0 = t0 or time.perf_counter()
-        return time.perf_counter() - t0
-
-    if out:
-        with replaced_on_success(out) as tmp, VideoWriter(tmp, fps=fps) as writer:
-            seconds = run(writer)
-    else:
-        seconds = run(None)
+            if i == 0:
+                after_first = time.perf_counter()
+        seconds = time.perf_counter() - after_first
     n = len(flops)
     return {"frames": n, "step_fps": (n - 1) / step_seconds if n > 1 else None,
             "end_to_end_fps": (n - 1) / seconds if n > 1 else None,
             "gflops_per_frame": float(np.mean(flops)) / 1e9, "dense_gflops_per_frame": streamer.dense_flops / 1e9,
             "key_frames": int(np.sum(keys)), "skip_rate": float(1 - np.mean(ran)),
-            "unit_skip_rates": {u: float(np.mean([s[u] for s in skipped])) for u in skipped[0]},
-            "decode": decode_stats, "out": out or None}
+            "unit_skip_rates": skip_rates(skipped), "decode": decode_stats, "out": out or None}
 
 
 def main(argv=None) -> dict:

@@ -64,11 +64,9 @@ def stream_video(streamer: Streamer, params, frames: np.ndarray) -> dict[str, An
     seconds = time.perf_counter() - t0
     flops, ran, bins = np.asarray(flops), np.asarray(ran), np.asarray(bins)
     total_bins = sum(math.prod(streamer.block_geometry(i)[1]) for i in streamer.gateable)
-    skipped = [units_skipped(streamer, r) for r in recomputed]
-    unit_skip_rates = {unit: float(np.mean([s[unit] for s in skipped])) for unit in skipped[0]}
     return {"pred": np.stack([np.asarray(p) for p in preds]), "seconds": seconds, "fps": len(frames) / seconds,
             "gflops_per_frame": float(flops.mean()) / 1e9, "flops": flops,
-            "skip_rate": float(1 - ran.mean()), "unit_skip_rates": unit_skip_rates,
+            "skip_rate": float(1 - ran.mean()), "unit_skip_rates": skip_rates([units_skipped(streamer, r) for r in recomputed]),
             "bins_rate": float(bins.sum(1).mean() / total_bins),
             "key_frames": int(np.sum(keys)),
             "recompute_map": np.stack([recompute_map(streamer, r) for r in recomputed])}
@@ -79,6 +77,11 @@ def units_skipped(streamer: Streamer, recomputed: dict) -> dict[str, bool]:
     the unit recomputed no bin on that frame} (for a block: its gate took the reuse branch)."""
     units = ["stem", *(f"block_{i}" for i in streamer.gateable), "decoder"]
     return {u: not bool(np.any(np.asarray(recomputed[u]))) for u in units}
+
+
+def skip_rates(skipped: list[dict[str, bool]]) -> dict[str, float]:
+    """Per-frame `units_skipped` dicts -> {unit: share of the frames it skipped}."""
+    return {unit: float(np.mean([frame[unit] for frame in skipped])) for unit in skipped[0]}
 
 
 def recompute_map(streamer: Streamer, recomputed: dict) -> np.ndarray:
@@ -130,9 +133,10 @@ def compare(net_config: SegNetConfig, streamer: Streamer, params, frames: np.nda
     """Dense vs STMG on one video; labels (T, H, W) int (255 = ignore) or None. Returns the benchmark's record:
     {'dense': {fps, gflops_per_frame, miou}, 'stmg': {fps, gflops_per_frame, skip_rate, miou,
     agreement, bins_rate, key_frames, unit_skip_rates}} (miou None without labels). With
-    `repeats` > 1 the two paths run alternately that many times and fps is the median (the runs are in 'fps_runs'): on a
-    shared, noisy machine one pass of a few ms per frame can be off by tens of percent. With
-    `overlay_path`, writes the STMG segmentation and recompute map there (`write_overlay`)."""
+    `repeats` > 1 the two paths run alternately that many times and fps is the median (the runs
+    are in 'fps_runs'): on a shared, noisy machine one pass of a few ms per frame can be off by
+    tens of percent. With `overlay_path`, writes the STMG segmentation and recompute map there
+    (`write_overlay`)."""
     runs = [(dense_video(net_config, params["net"], frames), stream_video(streamer, params, frames))
             for _ in range(repeats)]
     d, s = runs[0]
