@@ -20,7 +20,21 @@ SIZES: dict[str, dict[str, int]] = {
     "H": dict(width=1280, depth=32, num_heads=16, decoder_width=640, decoder_heads=8),
 }
 MASKINGS = ("everest", "tube", "random")
+DISTANCES = ("l2", "l1", "cosine", "pixel")  # token scores: embedding distances, or raw pixels (RLT)
+ORDERS = ("descending", "ascending")  # keep the most- (EVEREST) or least-changing tokens (ablation)
 DTYPES = ("float32", "bfloat16", "float16")
+
+
+def release_count(share: float, n: int) -> int:
+    """How many of n tokens a share keeps, computed as the official release does.
+
+    The release is parameterised by the share it drops, d (`mask_ratio` 0.9: visible tokens;
+    `mcm_ratio` 0.7: kept in pre-training, 0.4: kept in fine-tuning) and evaluates
+    `int((1 - d) * n)` in floating point. We take the kept share s and evaluate the same
+    expression with d = 1 - s, which equals the release's d for the shares its recipes use
+    (0.1, 0.3, 0.6). It can be one less than int(s * n): s = 0.1, n = 800 gives 79, not 80.
+    """
+    return int((1 - (1 - share)) * n)
 
 
 class ConfigError(ValueError):
@@ -76,8 +90,10 @@ class ModelConfig:
     head_dropout: float = 0.0
     head_init_scale: float = 0.001
     drop_path: float = 0.0
-    # Token selection (static counts are derived from these ratios with int(), as the release).
+    # Token selection (static counts are derived from these ratios by `release_count`).
     masking: str = "everest"  # pre-training: "everest", "tube" (VideoMAE) or "random" (ST-MAE)
+    selection_distance: str = "l2"  # token scores (DISTANCES); "l2" is EVEREST
+    selection_order: str = "descending"  # "ascending" keeps the least-changing tokens (ablation)
     pretrain_keep_ratio: float = 0.3  # EVEREST rho_pre: share of tokens kept (visible + targets)
     visible_ratio: float = 0.1  # share of all N tokens the encoder sees (EVEREST)
     mask_ratio: float = 0.9  # tube / random masking
@@ -141,7 +157,7 @@ class ModelConfig:
         """(visible V, targets M) per clip for the configured pre-training masking."""
         n = self.num_tokens
         if self.masking == "everest":
-            keep, visible = int(self.pretrain_keep_ratio * n), int(self.visible_ratio * n)
+            keep, visible = release_count(self.pretrain_keep_ratio, n), release_count(self.visible_ratio, n)
             return visible, keep - visible
         if self.masking == "tube":
             masked_per_step = int(self.mask_ratio * self.tokens_per_step)
@@ -151,7 +167,7 @@ class ModelConfig:
 
     @property
     def finetune_keep_count(self) -> int:
-        return int(self.finetune_keep_ratio * self.num_tokens)
+        return release_count(self.finetune_keep_ratio, self.num_tokens)
 
     # ---- validation -----------------------------------------------------------------------
     def validate(self) -> None:
@@ -183,6 +199,10 @@ class ModelConfig:
             raise ConfigError(f"model.dtype={self.dtype!r} must be one of {DTYPES}")
         if self.masking not in MASKINGS:
             raise ConfigError(f"model.masking={self.masking!r} must be one of {MASKINGS}")
+        if self.selection_distance not in DISTANCES:
+            raise ConfigError(f"model.selection_distance={self.selection_distance!r} must be one of {DISTANCES}")
+        if self.selection_order not in ORDERS:
+            raise ConfigError(f"model.selection_order={self.selection_order!r} must be one of {ORDERS}")
         for name in ("pretrain_keep_ratio", "visible_ratio", "mask_ratio", "finetune_keep_ratio"):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:

@@ -1,8 +1,8 @@
 """Token and frame selection: EVEREST's redundancy-robust selection and the baselines.
 
-All functions are pure, jit-able and shape-static: counts are Python ints derived from ratios with
-`int()` exactly as the official release does, token sets are int32 index arrays (never boolean
-masks), and every returned index set is sorted ascending in (t, h, w) token order.
+All functions are pure, jit-able and shape-static: counts are Python ints computed from ratios with
+the official release's own expressions (`release_count`), token sets are int32 index arrays (never
+boolean masks), and every returned index set is sorted ascending in (t, h, w) token order.
 
 Shapes: B clips, T' time steps, L = H'*W' spatial positions, N = T'*L tokens, D channels.
 """
@@ -13,24 +13,53 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from everest_jax.config import ModelConfig
+from everest_jax.config import DISTANCES, ModelConfig, release_count
+from everest_jax.targets import patchify
 
 
-def motion_scores(embeddings: jax.Array) -> jax.Array:
+def motion_scores(embeddings: jax.Array, distance: str = "l2") -> jax.Array:
     """Redundancy scores of every token from its tubelet embedding.
 
     Args:
       embeddings: (B, T', L, D) patch embeddings *before* position embeddings, L row-major (h, w).
+      distance: 'l2' (EVEREST), 'l1', or 'cosine' (1 - cosine similarity).
     Returns:
-      (B, T'*L) float32: the L2 distance of each token to the co-located token one time step
+      (B, T'*L) float32: the distance of each token to the co-located token one time step
       earlier; time step 0 copies step 1's score. No gradient flows through the scores.
     """
     if embeddings.ndim != 4 or embeddings.shape[1] < 2:
         raise ValueError(f"motion_scores needs (B, T', L, D) with T' >= 2, got {embeddings.shape}")
     e = lax.stop_gradient(embeddings).astype(jnp.float32)
-    d = jnp.sqrt(jnp.sum(jnp.square(e[:, 1:] - e[:, :-1]), axis=-1))  # (B, T'-1, L)
+    now, before = e[:, 1:], e[:, :-1]
+    if distance == "l2":
+        d = jnp.sqrt(jnp.sum(jnp.square(now - before), axis=-1))  # (B, T'-1, L)
+    elif distance == "l1":
+        d = jnp.sum(jnp.abs(now - before), axis=-1)
+    elif distance == "cosine":
+        norms = jnp.linalg.norm(now, axis=-1) * jnp.linalg.norm(before, axis=-1)
+        d = 1.0 - jnp.sum(now * before, axis=-1) / jnp.maximum(norms, 1e-12)
+    else:
+        raise ValueError(f"distance={distance!r} must be one of {DISTANCES[:3]}")
     d = jnp.concatenate([d[:, :1], d], axis=1)  # (B, T', L)
     return d.reshape(d.shape[0], -1)
+
+
+def token_scores(video: jax.Array, embeddings: jax.Array, config: ModelConfig) -> jax.Array:
+    """(B, N) selection scores as `config` asks: the larger, the earlier a token is kept.
+
+    `selection_distance` 'l2' / 'l1' / 'cosine' compares patch embeddings (B, T', L, D);
+    'pixel' compares the raw tubelet pixels of `video` (B, T, H, W, C) by mean absolute
+    difference (the criterion of run-length tokenization, RLT). `selection_order='ascending'`
+    negates the scores, so the least-changing tokens are kept (an ablation).
+    """
+    if config.selection_distance == "pixel":
+        pixels = patchify(lax.stop_gradient(video).astype(jnp.float32), config.tubelet_size, config.patch_size)
+        b, n = pixels.shape[:2]
+        steps = config.grid[0]
+        scores = motion_scores(pixels.reshape(b, steps, n // steps, -1), "l1") / pixels[0, 0].size
+    else:
+        scores = motion_scores(embeddings, config.selection_distance)
+    return -scores if config.selection_order == "ascending" else scores
 
 
 def _sorted(idx: jax.Array) -> jax.Array:
@@ -46,9 +75,9 @@ def pretrain_token_split(rng: jax.Array, scores: jax.Array, keep_ratio: float = 
                          visible_ratio: float = 0.1) -> tuple[jax.Array, jax.Array]:
     """EVEREST pre-training masks.
 
-    Keeps the top K = int(keep_ratio*N) tokens by score, shuffles them per clip and splits the
-    shuffled set into V = int(visible_ratio*N) encoder-visible tokens and K-V reconstruction
-    targets. The other N-K tokens are neither encoded nor reconstructed.
+    Keeps the top K = release_count(keep_ratio, N) tokens by score, shuffles them per clip and
+    splits the shuffled set into V = release_count(visible_ratio, N) encoder-visible tokens and
+    K-V reconstruction targets. The other N-K tokens are neither encoded nor reconstructed.
 
     Args:
       rng: PRNG key for the per-clip shuffle.
@@ -57,7 +86,7 @@ def pretrain_token_split(rng: jax.Array, scores: jax.Array, keep_ratio: float = 
       visible_idx (B, V) and target_idx (B, K-V), int32, each sorted ascending.
     """
     b, n = scores.shape
-    keep, visible = int(keep_ratio * n), int(visible_ratio * n)
+    keep, visible = release_count(keep_ratio, n), release_count(visible_ratio, n)
     if not 0 < visible < keep <= n:
         raise ValueError(f"keep_ratio={keep_ratio}, visible_ratio={visible_ratio} give K={keep}, V={visible} "
                          f"of N={n}; need 0 < V < K <= N")
@@ -67,7 +96,7 @@ def pretrain_token_split(rng: jax.Array, scores: jax.Array, keep_ratio: float = 
 
 
 def finetune_token_keep(scores: jax.Array, keep_ratio: float = 0.6) -> jax.Array:
-    """Deterministic fine-tuning / inference selection: the top int(keep_ratio*N) tokens.
+    """Deterministic fine-tuning / inference selection: the top release_count(keep_ratio, N) tokens.
 
     Args:
       scores: (B, N).
@@ -75,7 +104,7 @@ def finetune_token_keep(scores: jax.Array, keep_ratio: float = 0.6) -> jax.Array
       keep_idx (B, K) int32 sorted ascending.
     """
     n = scores.shape[1]
-    keep = int(keep_ratio * n)
+    keep = release_count(keep_ratio, n)
     if not 0 < keep <= n:
         raise ValueError(f"keep_ratio={keep_ratio} keeps {keep} of N={n} tokens")
     return _sorted(lax.top_k(scores, keep)[1])
@@ -134,10 +163,10 @@ def frame_pair_scores(scores: jax.Array, num_steps: int, keep_ratio: float = 0.3
         pair for tubelet size 2).
       num_steps: T'.
     Returns:
-      (B, T') float32 counts of top-int(keep_ratio*N) tokens per time step.
+      (B, T') float32 counts of the top release_count(keep_ratio, N) tokens per time step.
     """
     b, n = scores.shape
-    keep = int(keep_ratio * n)
+    keep = release_count(keep_ratio, n)
     _, kept = lax.top_k(scores, keep)
     step = kept // (n // num_steps)  # (B, K)
     return jax.nn.one_hot(step, num_steps, dtype=jnp.float32).sum(axis=1)

@@ -76,6 +76,63 @@ def test_motion_scores_pass_no_gradient():
     np.testing.assert_array_equal(jax.grad(lambda x: selection.motion_scores(x).sum())(same), 0.0)
 
 
+def test_motion_scores_l1_and_cosine_against_numpy():
+    e = np.random.default_rng(3).normal(size=(2, 3, 5, 4)).astype(np.float32)
+    now, before = e[:, 1:], e[:, :-1]
+    l1 = np.abs(now - before).sum(-1)
+    cos = 1 - (now * before).sum(-1) / (np.linalg.norm(now, axis=-1) * np.linalg.norm(before, axis=-1))
+    for distance, d in (("l1", l1), ("cosine", cos)):
+        want = np.concatenate([d[:, :1], d], axis=1).reshape(2, -1)
+        np.testing.assert_allclose(selection.motion_scores(jnp.asarray(e), distance), want, rtol=1e-5, atol=1e-6)
+    # Cosine ignores scale; L2 does not.
+    scaled = e * np.array([1, 3, 3], np.float32)[None, :, None, None]
+    np.testing.assert_allclose(selection.motion_scores(jnp.asarray(scaled), "cosine")[:, 5:],
+                               selection.motion_scores(jnp.asarray(e), "cosine")[:, 5:], atol=1e-6)
+    with pytest.raises(ValueError, match="distance"):
+        selection.motion_scores(jnp.asarray(e), "pixel")
+
+
+def test_token_scores_pixel_criterion_and_ascending_order():
+    # (B=1, T=4, 4x4, C=1) video in 2x2x2 tubelets: T' = 2, L = 4. Only the top-left patch of
+    # the second tubelet changes, by +1 on each of its 8 pixels: pixel score 1 there, 0 elsewhere.
+    config = ModelConfig(size="tiny", num_frames=4, image_size=(4, 4), patch_size=2, in_channels=1,
+                         pretrain_keep_ratio=0.5, visible_ratio=0.25, selection_distance="pixel")
+    video = np.zeros((1, 4, 4, 4, 1), np.float32)
+    video[:, 2:, :2, :2] = 1.0
+    embeddings = jnp.zeros((1, 2, 4, 8))  # ignored by the pixel criterion
+    got = selection.token_scores(jnp.asarray(video), embeddings, config)
+    np.testing.assert_allclose(got, [[1, 0, 0, 0, 1, 0, 0, 0]])  # step 0 copies step 1
+    asc = dataclasses.replace(config, selection_order="ascending")
+    np.testing.assert_allclose(selection.token_scores(jnp.asarray(video), embeddings, asc), -got)
+    # With embeddings and the default L2 the scores are motion_scores of the embeddings.
+    e = jnp.asarray(np.random.default_rng(4).normal(size=(1, 2, 4, 8)), jnp.float32)
+    l2 = dataclasses.replace(config, selection_distance="l2")
+    np.testing.assert_allclose(selection.token_scores(jnp.asarray(video), e, l2), selection.motion_scores(e))
+    # Ascending order keeps the least-changing tokens: the top-k of the negated scores.
+    asc_l2 = dataclasses.replace(l2, selection_order="ascending")
+    keep = selection.finetune_token_keep(selection.token_scores(jnp.asarray(video), e, asc_l2), 0.5)
+    np.testing.assert_array_equal(keep, np_top_k(-np.asarray(selection.motion_scores(e)), 4))
+
+
+@pytest.mark.parametrize("n", [800, 1568])
+def test_counts_follow_the_release_expressions(n):
+    # The release: visible int((1 - mask_ratio) * N), kept int((1 - mcm_ratio) * N) with
+    # mask_ratio 0.9, mcm_ratio 0.7 (pre-training) and 0.4 (fine-tuning), in floating point.
+    visible, kept, finetune = int((1 - 0.9) * n), int((1 - 0.7) * n), int((1 - 0.4) * n)
+    assert (visible, kept, finetune) == {800: (79, 240, 480), 1568: (156, 470, 940)}[n]
+    assert selection.release_count(0.1, n) == visible  # int(0.1 * 800) would be 80
+    scores = jnp.asarray(distinct_scores(1, n))
+    v_idx, t_idx = selection.pretrain_token_split(jax.random.key(0), scores, 0.3, 0.1)
+    assert (v_idx.shape[1], v_idx.shape[1] + t_idx.shape[1]) == (visible, kept)
+    assert selection.finetune_token_keep(scores, 0.6).shape[1] == finetune
+    # 16 x 160^2 frames (N = 800) and 16 x 224^2 (N = 1568) in the model config.
+    size = {800: 160, 1568: 224}[n]
+    config = ModelConfig(size="tiny", image_size=size)
+    assert config.num_tokens == n
+    assert config.pretrain_counts == (visible, kept - visible)
+    assert config.finetune_keep_count == finetune
+
+
 @pytest.mark.parametrize("shape", [(2, 1, 4, 8), (3, 4, 8), (2, 0, 4, 8)])
 def test_motion_scores_refuse_fewer_than_two_steps(shape):
     with pytest.raises(ValueError, match="T'"):

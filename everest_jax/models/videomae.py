@@ -87,7 +87,7 @@ class PretrainingModel(nn.Module):
         c = self.config
         encoder = VideoEncoder(c, final_norm=True, name="encoder")
         embeddings = encoder.embed(video)  # (B, T', L, D)
-        scores = selection.motion_scores(embeddings)
+        scores = selection.token_scores(video, embeddings, c)
         if visible_idx is None:
             visible_idx, target_idx = selection.pretrain_masks(self.make_rng("masking"), scores, c)
         x = encoder(embeddings, visible_idx, deterministic=not train)
@@ -130,7 +130,7 @@ class Classifier(nn.Module):
         scores = None
         if keep_idx is None:
             if c.finetune_keep_count < c.num_tokens:
-                scores = selection.motion_scores(embeddings)
+                scores = selection.token_scores(video, embeddings, c)
                 keep_idx = selection.finetune_token_keep(scores, c.finetune_keep_ratio)
             else:
                 keep_idx = jnp.broadcast_to(jnp.arange(c.num_tokens, dtype=jnp.int32), (b, c.num_tokens))
