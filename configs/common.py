@@ -42,14 +42,20 @@ def base_config(job: str) -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict(dict(
         name="synthetic",  # synthetic | videos (list files) | tfds
         num_classes=4,
-        # synthetic: procedural moving shapes, labels = motion direction
-        num_examples=1024, num_eval_examples=256, camera_pan=False,
+        # synthetic: procedural moving shapes, labels = motion direction (x speed band with num_speeds > 1;
+        # see everest_jax.data.synthetic). The videos depend on synthetic_seed (eval: + an offset),
+        # not on the run's seed, so runs with other seeds see the same dataset.
+        num_examples=1024, num_eval_examples=256, camera_pan=False, synthetic_seed=0, num_speeds=1,
+        min_travel=0.3, max_travel=0.6, background_drift=0.0, balanced_labels=False,
         # videos: VideoMAE-style list files ('path label' per line or CSV), paths relative to root
         root="", train_list="", eval_list="",
         # tfds: e.g. tfds_name="ucf101/ucf101_1_256"
         tfds_name="", train_split="train", eval_split="test", tfds_data_dir="",
-        # sampling and augmentation of real videos (fine-tuning adds RandAugment, flip, erasing)
+        # sampling and augmentation of real videos (fine-tuning adds RandAugment, flip, erasing);
+        # sampling="candidate": 2*candidate_alpha*tau frames spread over the whole video (synthetic:
+        # longer clips) from which the pre-training step chooses tau frame pairs (frame selection)
         sampling="stride", stride=4, short_side=0, flip=True, rand_augment=True, erase_prob=0.25,
+        candidate_alpha=1.5,
         # reading: decoding worker processes, threads per process, share of bad videos tolerated
         num_workers=0, read_threads=2, max_bad_fraction=0.1))
     return c

@@ -27,23 +27,45 @@ import numpy as np
 from everest_jax.config import ConfigError, ModelConfig
 from everest_jax.data import SyntheticVideos, TfdsVideoSource, VideoListSource, normalize_video
 from everest_jax.data.pipeline import build_dataset, clip_transforms, make_iterator
+from everest_jax.selection import num_candidate_frames
 
 SOURCES = ("synthetic", "videos", "tfds")
-SAMPLINGS = ("stride", "segment")
+SAMPLINGS = ("stride", "segment", "candidate")
 EVAL_SEED_OFFSET = 1_000_003  # evaluation videos never coincide with training videos
 
 
-def validate(data: ml_collections.ConfigDict, job: str) -> None:
+def frame_selection(config: ml_collections.ConfigDict) -> bool:
+    """Whether batches hold 2*alpha*tau candidate frames for the step to choose from (EVEREST's
+    information-intensive frame selection, `data.sampling='candidate'`)."""
+    return config.data.sampling == "candidate"
+
+
+def clip_frames(config: ml_collections.ConfigDict, model_config: ModelConfig) -> int:
+    """Frames per training clip: the model's, or the candidates' under frame selection."""
+    if not frame_selection(config):
+        return model_config.num_frames
+    return num_candidate_frames(model_config.num_frames, config.data.candidate_alpha, model_config.tubelet_size)
+
+
+def validate(data: ml_collections.ConfigDict, job: str, model_config: ModelConfig) -> None:
     """Refuse bad data settings at start-up, naming the field (list files are parsed here too, so
     a malformed line is reported with its number before anything compiles)."""
     if data.name not in SOURCES:
         raise ConfigError(f"data.name={data.name!r} must be one of {SOURCES}")
+    if data.sampling not in SAMPLINGS:
+        raise ConfigError(f"data.sampling={data.sampling!r} must be one of {SAMPLINGS}")
+    if data.sampling == "candidate":
+        if job != "pretrain":
+            raise ConfigError(f"data.sampling='candidate' (information-intensive frame selection) is for "
+                              f"pre-training; job={job!r} samples clips with 'stride' or 'segment'")
+        try:
+            num_candidate_frames(model_config.num_frames, data.candidate_alpha, model_config.tubelet_size)
+        except ValueError as e:
+            raise ConfigError(f"data.candidate_alpha: {e}") from None
     if data.name == "synthetic":
         if data.num_examples <= 0:
             raise ConfigError(f"data.num_examples={data.num_examples} must be positive")
         return
-    if data.sampling not in SAMPLINGS:
-        raise ConfigError(f"data.sampling={data.sampling!r} must be one of {SAMPLINGS}")
     if data.stride < 1:
         raise ConfigError(f"data.stride={data.stride} must be >= 1")
     if not 0.0 <= data.max_bad_fraction < 1.0:
@@ -76,10 +98,13 @@ def _file_source(config, split: str):
 
 
 def _synthetic(config, model_config: ModelConfig, train: bool, num_frames: int, image_size) -> SyntheticVideos:
+    """The train or eval split: SyntheticVideos seeded by data.synthetic_seed (+ EVAL_SEED_OFFSET for eval)."""
     d = config.data
     return SyntheticVideos(num_examples=d.num_examples if train else d.num_eval_examples, num_frames=num_frames,
                            image_size=image_size, num_classes=d.num_classes,
-                           seed=config.seed + (0 if train else EVAL_SEED_OFFSET), camera_pan=d.camera_pan)
+                           seed=d.synthetic_seed + (0 if train else EVAL_SEED_OFFSET), camera_pan=d.camera_pan,
+                           num_speeds=d.num_speeds, min_travel=d.min_travel, max_travel=d.max_travel,
+                           background_drift=d.background_drift, balanced_labels=d.balanced_labels)
 
 
 def _to_model_input(example: dict) -> dict:
@@ -89,20 +114,21 @@ def _to_model_input(example: dict) -> dict:
 def train_iterator(config: ml_collections.ConfigDict, model_config: ModelConfig, local_batch: int,
                    process_index: int, process_count: int) -> grain.DatasetIterator:
     """Endless batches {'video': (b, T, H, W, C) float32, 'label': (b,) int32, ...} of this process
-    (b = local_batch); file sources add 'index' and 'error' (see everest_jax.data.pipeline) and a
+    (b = local_batch, T = `clip_frames`: 2*alpha*tau candidates under frame selection); file sources add 'index' and 'error' (see everest_jax.data.pipeline) and a
     `report()` of the bad videos replaced so far."""
     d = config.data
     if d.name != "synthetic":
         mode = "pretrain" if config.job == "pretrain" else "finetune"
         sampler, augment = clip_transforms(
             mode, num_frames=model_config.num_frames, stride=d.stride, size=model_config.image_size,
-            sampling_kind=d.sampling, flip=d.flip, rand_augment=d.rand_augment, erase_prob=d.erase_prob)
+            sampling_kind=d.sampling, alpha=d.candidate_alpha, tubelet_size=model_config.tubelet_size,
+            flip=d.flip, rand_augment=d.rand_augment, erase_prob=d.erase_prob)
         return make_iterator(_file_source(config, "train"), sampler, augment, batch_size=local_batch,
                              seed=config.seed, shard_options=grain.sharding.ShardOptions(process_index, process_count,
                                                                                         drop_remainder=True),
                              worker_count=d.num_workers, read_threads=d.read_threads,
                              max_bad_fraction=d.max_bad_fraction)
-    source = _synthetic(config, model_config, True, model_config.num_frames, model_config.image_size)
+    source = _synthetic(config, model_config, True, clip_frames(config, model_config), model_config.image_size)
     if len(source) < local_batch * process_count:
         raise ConfigError(f"data.num_examples={len(source)} is smaller than the global batch "
                           f"{local_batch * process_count}")

@@ -2,24 +2,63 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from everest_jax.models import Classifier, PretrainingModel
+from everest_jax import selection
+from everest_jax.config import ModelConfig
+from everest_jax.models import Classifier, PretrainingModel, TubeletEmbed
 from everest_jax.targets import reconstruction_loss
 
 
+def select_frames(params: Any, config: ModelConfig, candidates: jax.Array, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """EVEREST's information-intensive frame selection, on device, with the model's own embedding.
+
+    The candidates' tubelets are embedded with the encoder's `patch_embed`; each tubelet step
+    (a frame pair for tubelet size 2) scores the number of its tokens that survive
+    redundancy-robust selection (`selection.frame_pair_scores` at `pretrain_keep_ratio`), and
+    tau = config.grid[0] steps are drawn without replacement in proportion to the score
+    (Gumbel-top-k), kept in temporal order. No gradient flows through the choice.
+
+    Args:
+      params: the pre-training model's parameters (only `encoder/patch_embed` is used).
+      candidates: (B, Tc, H, W, C) with Tc = 2*alpha*tau candidate frames (a multiple of the tubelet).
+    Returns:
+      video (B, T, H, W, C) of the chosen steps' frames, T = config.num_frames, and their step
+      indices (B, tau) int32, ascending.
+    """
+    cand_config = dataclasses.replace(config, num_frames=candidates.shape[1])
+    embeddings = TubeletEmbed(cand_config).apply({"params": params["encoder"]["patch_embed"]}, candidates)
+    scores = selection.token_scores(candidates, embeddings, cand_config)  # (B, Tc' * L)
+    pair_scores = selection.frame_pair_scores(scores, cand_config.grid[0], config.pretrain_keep_ratio)
+    pair_idx = selection.sample_frame_pairs(rng, pair_scores, config.grid[0])
+    video = selection.gather_frame_pairs(jax.lax.stop_gradient(candidates), pair_idx, config.tubelet_size)
+    return video, pair_idx
+
+
 def pretrain_loss(params: Any, model: PretrainingModel, video: jax.Array, rng: jax.Array,
-                  train: bool = True, normalize_targets: bool = True) -> tuple[jax.Array, dict]:
-    """Masked-reconstruction loss of one batch. video: (B, T, H, W, C). Returns (loss, aux)."""
-    mask_rng, dropout_rng = jax.random.split(rng)
+                  train: bool = True, normalize_targets: bool = True,
+                  frame_selection: bool = False) -> tuple[jax.Array, dict]:
+    """Masked-reconstruction loss of one batch. Returns (loss, aux).
+
+    video: (B, T, H, W, C), or with `frame_selection` (B, Tc, H, W, C) candidate frames from which
+    `select_frames` chooses the clip first (aux then has 'frame_pairs' (B, tau)).
+    """
     c = model.config
+    pairs = None
+    if frame_selection:
+        frame_rng, rng = jax.random.split(rng)
+        video, pairs = select_frames(params, c, video, frame_rng)
+    mask_rng, dropout_rng = jax.random.split(rng)
     pred, aux = model.apply({"params": params}, video, train=train,
                             rngs={"masking": mask_rng, "dropout": dropout_rng})
     loss = reconstruction_loss(pred, video, aux["target_idx"], c.tubelet_size, c.patch_size, normalize_targets)
+    if pairs is not None:
+        aux = dict(aux, frame_pairs=pairs)
     return loss, aux
 
 

@@ -71,7 +71,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
     if config.batch_size % jax.process_count():
         raise ConfigError(f"batch_size={config.batch_size} is not divisible by the {jax.process_count()} processes")
     sharding.rules_from_config(config.get("sharding_rules"))
-    inputs.validate(config.data, config.job)
+    inputs.validate(config.data, config.job, model)
     return model
 
 
@@ -135,11 +135,13 @@ def load_init_params(path: str, job: str, model_config: ModelConfig, abstract_pa
 def make_loss_fn(config, model):
     """(params, batch, rng) -> (loss, aux) for the job: reconstruction or (mixed) classification."""
     pretrain = config.job == "pretrain"
+    frame_selection = inputs.frame_selection(config)
     mix = config.mixup
 
     def loss_fn(params, batch, rng):
         if pretrain:
-            return objectives.pretrain_loss(params, model, batch["video"], rng, True, config.normalize_targets)
+            return objectives.pretrain_loss(params, model, batch["video"], rng, True, config.normalize_targets,
+                                            frame_selection)
         mix_rng, rng = jax.random.split(rng)
         video, targets = objectives.mixup_cutmix(mix_rng, batch["video"], batch["label"], model.config.num_classes,
                                                  mix.mixup_alpha, mix.cutmix_alpha, mix.switch_prob)
@@ -169,6 +171,8 @@ def make_train_step(config, model, tx, schedule, shardings, batch_shardings, mes
                    "lr": schedule(state.step // config.optimizer.grad_accum_steps)}
         if not pretrain:
             metrics["accuracy"] = aux["accuracy"]
+        if "frame_pairs" in aux:  # (B, tau) steps chosen from the candidates (not logged)
+            metrics["frame_pairs"] = aux["frame_pairs"]
         return new_state, metrics
 
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())

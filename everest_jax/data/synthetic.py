@@ -1,11 +1,28 @@
 """Procedural video dataset: textured shapes moving over textured backgrounds.
 
 Each example is a pure function of (seed, index), so the dataset needs no files and every process
-or worker sees the same example for the same index. The label is the direction of motion (one of
-`num_classes` equally spaced angles), which no single frame reveals: a model must use motion.
-Per-pixel masks of the moving shape come with each example (for segmentation).
+or worker sees the same example for the same index; datasets with different seeds are disjoint
+splits (pre-training, labelled, test). Per-pixel masks of the moving shape come with each example
+(for segmentation). It is a random-access source (`len()` and `[i]`), usable directly as a Grain
+data source.
 
-It is a random-access source (`len()` and `[i]`), usable directly as a Grain data source.
+Why each property is there:
+  * The label is the direction of motion (one of `num_classes / num_speeds` equally spaced
+    angles), times a speed band when `num_speeds > 1`. The trajectory's midpoint is uniform in the
+    central half of the frame whatever the label, and the shape and background look the same in
+    every class, so no single frame gives the class away: a model must use motion.
+  * Speed bands are separated by gaps (`min_travel`..`max_travel` cut into 2 * num_speeds equal
+    pieces, every other one used), so "slow" and "fast" are distinct classes, not a continuum. The
+    speed is a share of the frame per clip: evaluate on clips of the training length.
+  * The background is large, textured and static (or drifting by `background_drift` pixels per
+    frame, sub-pixel, interpolated); the shape covers a minority of the frame (radius 10-20 % of the
+    shorter side). Most tokens are therefore (nearly) redundant over time: the premise of EVEREST's
+    token selection. A slow drift keeps background tokens from being exactly equal, so that the
+    selection criterion, not a tie-break by token index, decides what is dropped.
+  * `camera_pan` moves the whole background by up to the shape's speed: every token moves, the
+    hard case for motion-based selection.
+  * `balanced_labels` sets label = index % num_classes (instead of a random class), so a small
+    labelled split of k * num_classes clips has exactly k clips per class.
 """
 
 from __future__ import annotations
@@ -33,12 +50,25 @@ def _texture(rng: np.random.Generator, h: int, w: int, scale: int) -> np.ndarray
     return 0.7 * tex + 0.3 * stripes[..., None]
 
 
+def _window(image: np.ndarray, offset: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The (h, w) window of `image` (H, W, C) at a real-valued (y, x) `offset`, bilinear."""
+    base = np.floor(offset).astype(int)
+    fy, fx = offset - base
+    y, x = base
+    if fy == 0 and fx == 0:  # whole pixels: a plain slice (bit-identical to no interpolation)
+        return image[y:y + h, x:x + w].copy()
+    top = (1 - fx) * image[y:y + h, x:x + w] + fx * image[y:y + h, x + 1:x + 1 + w]
+    bottom = (1 - fx) * image[y + 1:y + 1 + h, x:x + w] + fx * image[y + 1:y + 1 + h, x + 1:x + 1 + w]
+    return (1 - fy) * top + fy * bottom
+
+
 @dataclasses.dataclass(frozen=True)
 class SyntheticVideos:
-    """`num_examples` clips of (num_frames, height, width, 3) uint8 with a motion-direction label.
+    """`num_examples` clips of (num_frames, height, width, 3) uint8 with a motion label.
 
     Example dict: video (T, H, W, 3) uint8, label int32 in [0, num_classes), mask (T, H, W) uint8
-    (1 on the moving shape).
+    (1 on the moving shape). label = direction * num_speeds + speed band; the defaults (one speed,
+    travel 30-60 % of the frame, static background, random labels) are the original dataset.
     """
 
     num_examples: int = 1024
@@ -47,6 +77,19 @@ class SyntheticVideos:
     num_classes: int = 4
     seed: int = 0
     camera_pan: bool = False
+    num_speeds: int = 1  # speed bands; num_classes / num_speeds directions
+    min_travel: float = 0.3  # share of the shorter side the shape travels over the clip
+    max_travel: float = 0.6
+    background_drift: float = 0.0  # pixels per frame, random direction per clip
+    balanced_labels: bool = False  # label = index % num_classes
+
+    def __post_init__(self):
+        if self.num_speeds < 1 or self.num_classes % self.num_speeds:
+            raise ValueError(f"num_classes={self.num_classes} must be a multiple of num_speeds={self.num_speeds}")
+        if not 0 < self.min_travel <= self.max_travel:
+            raise ValueError(f"need 0 < min_travel={self.min_travel} <= max_travel={self.max_travel}")
+        if self.background_drift < 0:
+            raise ValueError(f"background_drift={self.background_drift} must be >= 0")
 
     def __len__(self) -> int:
         return self.num_examples
@@ -56,14 +99,18 @@ class SyntheticVideos:
             raise IndexError(f"index {index} out of range for {self.num_examples} examples")
         h, w = (self.image_size, self.image_size) if isinstance(self.image_size, int) else self.image_size
         rng = np.random.default_rng((self.seed, index))
-        label = int(rng.integers(self.num_classes))
-        angle = 2 * np.pi * label / self.num_classes + rng.normal(0, 0.1)
-        # The shape travels 30-60% of the frame over the clip; the trajectory's midpoint is uniform
-        # in the central half of the frame, independent of the label, so that no single frame
-        # (e.g. where the shape starts) gives the direction away.
-        speed = rng.uniform(0.3, 0.6) * min(h, w) / max(self.num_frames - 1, 1)  # pixels per frame
+        drawn = int(rng.integers(self.num_classes))  # drawn even when balanced: the rest of the clip stays put
+        label = index % self.num_classes if self.balanced_labels else drawn
+        direction, band = divmod(label, self.num_speeds)
+        angle = 2 * np.pi * direction / (self.num_classes // self.num_speeds) + rng.normal(0, 0.1)
+        # The shape travels a band of min_travel..max_travel of the frame over the clip; the
+        # trajectory's midpoint is uniform in the central half of the frame, independent of the
+        # label, so that no single frame (e.g. where the shape starts) gives the class away.
+        edges = np.linspace(self.min_travel, self.max_travel, 2 * self.num_speeds)
+        speed = rng.uniform(edges[2 * band], edges[2 * band + 1]) * min(h, w) / max(self.num_frames - 1, 1)
         radius = rng.uniform(0.1, 0.2) * min(h, w)
-        pad = int(np.ceil(speed * self.num_frames)) + 2
+        reach = int(np.ceil(speed * self.num_frames)) + 2  # camera pan: up to the shape's speed
+        pad = reach + int(np.ceil(self.background_drift * self.num_frames))
         # A muted background and a brighter, mostly solid-coloured shape.
         background = 0.25 + 0.5 * _texture(rng, h + 2 * pad, w + 2 * pad, scale=max(2, min(h, w) // 8))
         colour = rng.uniform(0, 1, 3)
@@ -72,9 +119,13 @@ class SyntheticVideos:
         travel = speed * (self.num_frames - 1)
         cy = rng.uniform(0.25, 0.75) * h - np.sin(angle) * travel / 2
         cx = rng.uniform(0.25, 0.75) * w - np.cos(angle) * travel / 2
-        pan = rng.uniform(-1, 1, 2) * (pad / self.num_frames) if self.camera_pan else np.zeros(2)
+        pan = rng.uniform(-1, 1, 2) * (reach / self.num_frames) if self.camera_pan else np.zeros(2)
         yy, xx = np.mgrid[0:h, 0:w]
         square = rng.random() < 0.5
+        drift = np.zeros(2)
+        if self.background_drift > 0:
+            drift_angle = rng.uniform(0, 2 * np.pi)
+            drift = self.background_drift * np.array([np.sin(drift_angle), np.cos(drift_angle)])
         video = np.empty((self.num_frames, h, w, 3), np.uint8)
         mask = np.empty((self.num_frames, h, w), np.uint8)
         for t in range(self.num_frames):
@@ -83,8 +134,7 @@ class SyntheticVideos:
                 inside = (np.abs(yy - py) < radius) & (np.abs(xx - px) < radius)
             else:
                 inside = (yy - py) ** 2 + (xx - px) ** 2 < radius**2
-            oy, ox = (pad + np.round(pan * t)).astype(int)
-            frame = background[oy:oy + h, ox:ox + w].copy()
+            frame = _window(background, pad + np.round(pan * t) + drift * t, h, w)
             # The shape carries its texture along with it.
             shifted = np.roll(foreground, (int(round(py - cy)), int(round(px - cx))), axis=(0, 1))
             frame[inside] = shifted[inside]
