@@ -110,7 +110,7 @@ class PretrainingModel(nn.Module):
 
 
 class Classifier(nn.Module):
-    """Fine-tuning / inference network: encoder on the top int(rho*N) motion tokens, mean pool,
+    """Fine-tuning / inference network: encoder on the top release_count(rho, N) motion tokens, mean pool,
     fc_norm, dropout, linear head. rho = `config.finetune_keep_ratio` (1.0 = all tokens).
 
     `keep_idx` (B, K) overrides the selection. Returns `(logits (B, classes) float32, aux)` with
