@@ -65,7 +65,33 @@ def test_quickstart_finetune_beats_chance_by_a_wide_margin(tmp_path):
     assert final["eval_top5"] == 1.0  # 4 classes
 
 
-def test_finetune_initialises_encoder_from_pretraining_and_evaluate_job(tmp_path):
+def real_clips():
+    """(4, 8, 32, 32, 3) ImageNet-normalised clips of two real videos at two times each."""
+    from conftest import sample_video_path
+
+    from everest_jax.data import normalize_video
+    from everest_jax.data.augment import resize
+    from everest_jax.data.decode import read_frames
+
+    clips = [resize(read_frames(sample_video_path(name), np.arange(start, start + 8)), (32, 32))
+             for name in ("bikes.mp4", "carphone_pristine.mp4") for start in (0, 60)]
+    return normalize_video(np.stack(clips))
+
+
+def flat(tree):
+    return {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def test_finetune_hands_over_the_pretrained_encoder_and_evaluate_job(tmp_path):
+    """Every pre-trained encoder parameter arrives in the classifier (the final norm is dropped
+    under mean pooling, as the release does), and on real clips the classifier computes
+    head(fc_norm(mean of the pre-trained encoder's tokens)): the same network, not just the same
+    numbers in a tree. The pre-trained encoder's features tell the clips apart."""
+    import flax.linen as nn
+
+    from everest_jax.config import ModelConfig
+    from everest_jax.models import Classifier, VideoEncoder
+
     pre = train.run(small_config(total_steps=5), str(tmp_path / "pre"))
     _, _, pre_params = checkpoint.load_params(pre["final_params"])
     config = small_config("finetune", total_steps=1, init_from=str(tmp_path / "pre"))
@@ -73,9 +99,31 @@ def test_finetune_initialises_encoder_from_pretraining_and_evaluate_job(tmp_path
     ft = train.run(config, str(tmp_path / "ft"))
     _, kind, ft_params = checkpoint.load_params(ft["final_params"])
     assert kind == "classifier" and "norm" not in ft_params["encoder"]  # mean pooling drops it
-    kernel = ft_params["encoder"]["transformer"]["block_1"]["mlp"]["fc1"]["kernel"]
-    np.testing.assert_allclose(kernel, pre_params["encoder"]["transformer"]["block_1"]["mlp"]["fc1"]["kernel"],
-                               atol=1e-6)
+    want = flat({k: v for k, v in pre_params["encoder"].items() if k != "norm"})
+    got = flat(ft_params["encoder"])
+    assert want.keys() == got.keys()
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], atol=1e-6, err_msg=key)
+
+    video = real_clips()
+    model_config = ModelConfig.from_dict({**config.model.to_dict(), "finetune_keep_ratio": 1.0})
+    logits, _ = Classifier(model_config).apply({"params": ft_params}, video)
+    encoder = VideoEncoder(model_config, final_norm=False)
+
+    def features(module, v):  # (B, D): the pre-trained encoder over all tokens, mean-pooled
+        e = module.embed(v)
+        idx = np.broadcast_to(np.arange(model_config.num_tokens), (len(v), model_config.num_tokens))
+        return module(e, idx).mean(axis=1)
+
+    pooled = np.asarray(encoder.apply({"params": {k: v for k, v in pre_params["encoder"].items() if k != "norm"}},
+                                      video, method=features))
+    normed = nn.LayerNorm(epsilon=model_config.head_norm_eps).apply({"params": ft_params["fc_norm"]}, pooled)
+    head = ft_params["head"]
+    np.testing.assert_allclose(logits, normed @ head["kernel"] + head["bias"], rtol=1e-4, atol=1e-6)
+    assert np.all(np.isfinite(pooled))
+    spread = np.linalg.norm(pooled[:, None] - pooled[None], axis=-1)[np.triu_indices(4, 1)]
+    assert spread.min() > 1e-2 * np.linalg.norm(pooled, axis=-1).mean(), spread
+
     ev = train.run(small_config("evaluate", init_from=ft["final_params"]), str(tmp_path / "ev"))
     assert ev["eval_videos"] == 16 and 0 <= ev["eval_top1"] <= 1
     with pytest.raises(ConfigError, match="does not fit the model"):
