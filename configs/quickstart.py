@@ -27,10 +27,15 @@ def get_config(arg=None):
         dtype="float32", remat=False, scan=False))
     c.data.update(name="synthetic", num_examples=16384, num_eval_examples=256, num_classes=4, camera_pan=False)
     c.batch_size = 32
-    c.total_steps = 100 if pretrain else 300
+    # Pre-training: 1000 steps (~4 min on 2 CPU cores). Its first few hundred steps only teach the
+    # encoder to add one large constant vector to every token (after 100 steps the clip-dependent
+    # part of its mean-pooled output is 2.6 % of its norm, 6.8 % at initialisation) and fine-tuning
+    # from there learns worse than from scratch (43 % vs 88 +- 4 % top-1, measured); after 1000
+    # steps fine-tuning from it reaches 93.4 +- 1.4 % (3 seeds; README).
+    c.total_steps = 1000 if pretrain else 300
     c.warmup_steps = 10
-    c.log_every = 20
-    c.checkpoint.every_steps = 50
+    c.log_every = 100 if pretrain else 20
+    c.checkpoint.every_steps = 250 if pretrain else 50
     c.optimizer.base_lr = 1.6e-2  # 2e-3 at batch 32 (lr = base_lr * batch / 256)
     c.optimizer.min_lr = 8e-5
     c.optimizer.b2 = 0.95 if pretrain else 0.999
