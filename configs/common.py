@@ -46,7 +46,7 @@ def base_config(job: str) -> ml_collections.ConfigDict:
         # see everest_jax.data.synthetic). The videos depend on synthetic_seed (eval: + an offset),
         # not on the run's seed, so runs with other seeds see the same dataset.
         num_examples=1024, num_eval_examples=256, camera_pan=False, synthetic_seed=0, num_speeds=1,
-        min_travel=0.3, max_travel=0.6, background_drift=0.0, balanced_labels=False,
+        min_travel=0.3, max_travel=0.6, background_drift=0.0, balanced_labels=False, wrap=False,
         # videos: VideoMAE-style list files ('path label' per line or CSV), paths relative to root
         root="", train_list="", eval_list="",
         # tfds: e.g. tfds_name="ucf101/ucf101_1_256"

@@ -104,7 +104,8 @@ def _synthetic(config, model_config: ModelConfig, train: bool, num_frames: int, 
                            image_size=image_size, num_classes=d.num_classes,
                            seed=d.synthetic_seed + (0 if train else EVAL_SEED_OFFSET), camera_pan=d.camera_pan,
                            num_speeds=d.num_speeds, min_travel=d.min_travel, max_travel=d.max_travel,
-                           background_drift=d.background_drift, balanced_labels=d.balanced_labels)
+                           background_drift=d.background_drift, balanced_labels=d.balanced_labels,
+                           wrap=d.wrap)
 
 
 def _to_model_input(example: dict) -> dict:

@@ -8,9 +8,12 @@ data source.
 
 Why each property is there:
   * The label is the direction of motion (one of `num_classes / num_speeds` equally spaced
-    angles), times a speed band when `num_speeds > 1`. The trajectory's midpoint is uniform in the
-    central half of the frame whatever the label, and the shape and background look the same in
-    every class, so no single frame gives the class away: a model must use motion.
+    angles), times a speed band when `num_speeds > 1`; shape and background look alike in every
+    class, so a model must use motion. The trajectory's midpoint is uniform in the central half of
+    the frame whatever the label, yet where a fast shape starts still hints at its direction. With
+    `wrap` the shape moves on a torus (leaving the frame on one side, it comes back on the other)
+    from a start anywhere in the frame: its position in any single frame is then uniform whatever
+    the class, so no single frame carries any information about the label.
   * Speed bands are separated by gaps (`min_travel`..`max_travel` cut into 2 * num_speeds equal
     pieces, every other one used), so "slow" and "fast" are distinct classes, not a continuum. The
     speed is a share of the frame per clip: evaluate on clips of the training length.
@@ -82,6 +85,7 @@ class SyntheticVideos:
     max_travel: float = 0.6
     background_drift: float = 0.0  # pixels per frame, random direction per clip
     balanced_labels: bool = False  # label = index % num_classes
+    wrap: bool = False  # the shape moves on a torus and starts anywhere
 
     def __post_init__(self):
         if self.num_speeds < 1 or self.num_classes % self.num_speeds:
@@ -117,8 +121,11 @@ class SyntheticVideos:
         colour[rng.integers(3)] = 1.0
         foreground = 0.7 * colour + 0.3 * _texture(rng, h, w, scale=max(2, min(h, w) // 16))
         travel = speed * (self.num_frames - 1)
-        cy = rng.uniform(0.25, 0.75) * h - np.sin(angle) * travel / 2
-        cx = rng.uniform(0.25, 0.75) * w - np.cos(angle) * travel / 2
+        if self.wrap:  # the same draws, stretched to a start anywhere in the frame
+            cy, cx = (2 * rng.uniform(0.25, 0.75) - 0.5) * h, (2 * rng.uniform(0.25, 0.75) - 0.5) * w
+        else:
+            cy = rng.uniform(0.25, 0.75) * h - np.sin(angle) * travel / 2
+            cx = rng.uniform(0.25, 0.75) * w - np.cos(angle) * travel / 2
         pan = rng.uniform(-1, 1, 2) * (reach / self.num_frames) if self.camera_pan else np.zeros(2)
         yy, xx = np.mgrid[0:h, 0:w]
         square = rng.random() < 0.5
@@ -130,10 +137,13 @@ class SyntheticVideos:
         mask = np.empty((self.num_frames, h, w), np.uint8)
         for t in range(self.num_frames):
             py, px = cy + np.sin(angle) * speed * t, cx + np.cos(angle) * speed * t
+            dy, dx = yy - py, xx - px
+            if self.wrap:  # distances on the torus
+                dy, dx = (dy + h / 2) % h - h / 2, (dx + w / 2) % w - w / 2
             if square:
-                inside = (np.abs(yy - py) < radius) & (np.abs(xx - px) < radius)
+                inside = (np.abs(dy) < radius) & (np.abs(dx) < radius)
             else:
-                inside = (yy - py) ** 2 + (xx - px) ** 2 < radius**2
+                inside = dy**2 + dx**2 < radius**2
             frame = _window(background, pad + np.round(pan * t) + drift * t, h, w)
             # The shape carries its texture along with it.
             shifted = np.roll(foreground, (int(round(py - cy)), int(round(px - cx))), axis=(0, 1))
