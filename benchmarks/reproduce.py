@@ -242,7 +242,7 @@ def probe_data(size: str, quick: bool):
     model_config = ModelConfig.from_dict(dict(config.model.to_dict(), finetune_keep_ratio=1.0))
     out = []
     for train in (True, False):
-        source = inputs._synthetic(config, model_config, train, model_config.num_frames, model_config.image_size)
+        source = inputs.synthetic_split(config, model_config, train, model_config.num_frames, model_config.image_size)
         examples = [source[i] for i in range(len(source))]
         out += [normalize_video(np.stack([e["video"] for e in examples])), np.asarray([e["label"] for e in examples])]
     return (*out, model_config)

@@ -97,7 +97,7 @@ def _file_source(config, split: str):
     return TfdsVideoSource(d.tfds_name, d[f"{split}_split"], d.tfds_data_dir or None)
 
 
-def _synthetic(config, model_config: ModelConfig, train: bool, num_frames: int, image_size) -> SyntheticVideos:
+def synthetic_split(config, model_config: ModelConfig, train: bool, num_frames: int, image_size) -> SyntheticVideos:
     """The train or eval split: SyntheticVideos seeded by data.synthetic_seed (+ EVAL_SEED_OFFSET for eval)."""
     d = config.data
     return SyntheticVideos(num_examples=d.num_examples if train else d.num_eval_examples, num_frames=num_frames,
@@ -115,8 +115,9 @@ def _to_model_input(example: dict) -> dict:
 def train_iterator(config: ml_collections.ConfigDict, model_config: ModelConfig, local_batch: int,
                    process_index: int, process_count: int) -> grain.DatasetIterator:
     """Endless batches {'video': (b, T, H, W, C) float32, 'label': (b,) int32, ...} of this process
-    (b = local_batch, T = `clip_frames`: 2*alpha*tau candidates under frame selection); file sources add 'index' and 'error' (see everest_jax.data.pipeline) and a
-    `report()` of the bad videos replaced so far."""
+    (b = local_batch, T = `clip_frames`: 2*alpha*tau candidates under frame selection); file
+    sources add 'index' and 'error' (see everest_jax.data.pipeline) and a `report()` of the bad
+    videos replaced so far."""
     d = config.data
     if d.name != "synthetic":
         mode = "pretrain" if config.job == "pretrain" else "finetune"
@@ -129,7 +130,7 @@ def train_iterator(config: ml_collections.ConfigDict, model_config: ModelConfig,
                                                                                         drop_remainder=True),
                              worker_count=d.num_workers, read_threads=d.read_threads,
                              max_bad_fraction=d.max_bad_fraction)
-    source = _synthetic(config, model_config, True, clip_frames(config, model_config), model_config.image_size)
+    source = synthetic_split(config, model_config, True, clip_frames(config, model_config), model_config.image_size)
     if len(source) < local_batch * process_count:
         raise ConfigError(f"data.num_examples={len(source)} is smaller than the global batch "
                           f"{local_batch * process_count}")
@@ -171,7 +172,7 @@ def _synthetic_views(config, model_config: ModelConfig, process_index: int, proc
     h, w = model_config.image_size
     long_frames = model_config.num_frames + (e.num_clips - 1) * max(model_config.num_frames // 2, 1)
     long_size = (h, int(round(w * e.crop_extent))) if e.num_crops > 1 else (h, w)
-    source = _synthetic(config, model_config, False, long_frames, long_size)
+    source = synthetic_split(config, model_config, False, long_frames, long_size)
 
     def examples():
         for i in range(process_index, len(source), process_count):

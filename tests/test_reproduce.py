@@ -37,7 +37,7 @@ def study_split(job: str, train: bool, seed: int = 0, frames: int = 8) -> Synthe
     config = recipe.get_config(f"job={job}")
     config.seed = seed
     model = ModelConfig.from_dict(config.model.to_dict())
-    return inputs._synthetic(config, model, train, frames, model.image_size)
+    return inputs.synthetic_split(config, model, train, frames, model.image_size)
 
 
 def displacement(mask: np.ndarray) -> np.ndarray:
