@@ -28,9 +28,13 @@ def candidate_config(num_frames=8, tubelet=2, alpha=1.5, masking="everest"):
     return c
 
 
-@pytest.mark.parametrize("num_frames, tubelet, alpha, candidates", [(8, 2, 1.5, 12), (8, 4, 2.0, 16)])
-def test_train_step_chooses_the_pairs_the_selection_functions_choose(num_frames, tubelet, alpha, candidates):
-    config = candidate_config(num_frames, tubelet, alpha)
+@pytest.mark.parametrize("num_frames, tubelet, alpha, candidates, masking",
+                         [(8, 2, 1.5, 12, "everest"), (8, 4, 2.0, 16, "tube")])
+def test_train_step_chooses_the_pairs_the_selection_functions_choose(num_frames, tubelet, alpha, candidates,
+                                                                     masking):
+    """Documented: frame selection is independent of the masking; VideoMAE's tube masking can use
+    it too (the pairs are chosen by EVEREST's token scores, then the tube mask is drawn)."""
+    config = candidate_config(num_frames, tubelet, alpha, masking)
     model_config = train.validate(config)
     assert inputs.clip_frames(config, model_config) == candidates
     mesh = sharding.make_mesh(config.mesh.to_dict())
@@ -68,6 +72,7 @@ def test_train_step_chooses_the_pairs_the_selection_functions_choose(num_frames,
     pred, aux = model.apply({"params": params}, clip, train=True, rngs={"masking": mask_rng, "dropout": dropout_rng})
     loss = reconstruction_loss(pred, clip, aux["target_idx"], tubelet, model_config.patch_size)
     np.testing.assert_allclose(float(metrics["loss"]), float(loss), rtol=1e-5)
+    assert aux["visible_idx"].shape == (8, model_config.pretrain_counts[0])  # the masking's own counts
 
 
 def test_frame_selection_prefers_the_moving_pairs_of_a_real_clip():
@@ -111,19 +116,6 @@ def test_bad_candidate_alpha_is_refused(alpha):
     config = candidate_config(alpha=alpha)
     with pytest.raises(ConfigError, match="data.candidate_alpha"):
         train.validate(config)
-
-
-def test_frame_selection_with_tube_masking_runs():
-    """Documented: frame selection is independent of the masking; VideoMAE's tube masking can use
-    it too (the pairs are chosen by EVEREST's token scores, then the tube mask is drawn)."""
-    config = candidate_config(masking="tube")
-    model_config = train.validate(config)
-    model = train.make_model("pretrain", model_config)
-    params = nn.unbox(train.params_initializer(model, model_config, 0)())
-    video = jnp.asarray(np.random.default_rng(0).normal(size=(2, 12, 32, 32, 3)), jnp.float32)
-    loss, aux = objectives.pretrain_loss(params, model, video, jax.random.key(1), frame_selection=True)
-    assert np.isfinite(float(loss)) and aux["frame_pairs"].shape == (2, 4)
-    assert aux["visible_idx"].shape == (2, model_config.pretrain_counts[0])
 
 
 def test_long_video_config_pretrains_from_video_files(tmp_path):
