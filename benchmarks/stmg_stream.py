@@ -178,7 +178,7 @@ def main(argv=None) -> dict:
     import numpy as np
 
     from everest_jax.data.decode import VideoError
-    from everest_jax.data.synthetic import SyntheticVideos, normalize_video
+    from everest_jax.data import SyntheticVideos, normalize_video
     from stmg_jax.checkpoint import CheckpointError, load_streaming_params
     from stmg_jax.config import ConfigError, check_input_size
     from stmg_jax.stream_eval import compare, load_video

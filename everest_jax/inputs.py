@@ -25,9 +25,9 @@ import ml_collections
 import numpy as np
 
 from everest_jax.config import ConfigError, ModelConfig
+from everest_jax.data.sampling import num_candidate_frames
 from everest_jax.data import SyntheticVideos, TfdsVideoSource, VideoListSource, normalize_video
 from everest_jax.data.pipeline import build_dataset, clip_transforms, make_iterator
-from everest_jax.selection import num_candidate_frames
 
 SOURCES = ("synthetic", "videos", "tfds")
 SAMPLINGS = ("stride", "segment", "candidate")

@@ -202,11 +202,3 @@ def gather_frame_pairs(video: jax.Array, pair_idx: jax.Array, tubelet_size: int 
     """
     frames = (pair_idx[:, :, None] * tubelet_size + jnp.arange(tubelet_size)).reshape(pair_idx.shape[0], -1)
     return jnp.take_along_axis(video, frames[:, :, None, None, None], axis=1)
-
-
-def num_candidate_frames(num_frames: int = 16, alpha: float = 1.5, tubelet_size: int = 2) -> int:
-    """2*alpha*tau candidate frames for a clip of `num_frames` (tau = num_frames / tubelet_size pairs)."""
-    pairs = alpha * (num_frames // tubelet_size)
-    if alpha < 1 or pairs != int(pairs):
-        raise ValueError(f"alpha={alpha} must be >= 1 and make alpha*{num_frames // tubelet_size} an integer")
-    return int(pairs) * tubelet_size

@@ -5,8 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from everest_jax.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 
 
 def patchify(video: jax.Array, tubelet_size: int, patch_size: int) -> jax.Array:

@@ -11,7 +11,8 @@ Writes to DIR:
                     tokens only), reconstruction (visible tokens + predicted targets) and target
                     (the kept tokens), for every frame
   tokens.npz        the token states (T', H', W') and scores, as the selection functions returned
-  stmg_overlay.gif  with --stmg-checkpoint (stmg_jax.main's final/, gates trained): STMG streamed
+  stmg_overlay.gif  with --stmg-checkpoint (stmg_jax.main's final/, gates trained; the panel is a
+                    plugin of stmg_jax, stmg_jax/overlay.py): STMG streamed
                     over the video's first --stmg-frames consecutive frames; left the segmentation,
                     right the recompute map (dimmed where nothing was recomputed, tinted red by the
                     share of gated blocks that recomputed each region); also stmg_overlay.mp4,
@@ -37,9 +38,9 @@ import numpy as np
 
 from everest_jax import checkpoint, selection
 from everest_jax.config import ModelConfig
-from everest_jax.data import EvalAugment, StrideSampler, decode, encode, normalize_video
+from everest_jax.data import IMAGENET_MEAN, IMAGENET_STD, EvalAugment, StrideSampler, decode, encode, normalize_video
 from everest_jax.models import PretrainingModel
-from everest_jax.targets import IMAGENET_MEAN, IMAGENET_STD, patchify
+from everest_jax.targets import patchify
 
 DROPPED, TARGET, VISIBLE = 0, 1, 2
 COLOURS = {VISIBLE: (0, 200, 0), TARGET: (255, 140, 0)}  # RGB tints of the pre-training split
@@ -163,36 +164,12 @@ def save_gif(path, frames: np.ndarray, fps: int = 4) -> None:
     images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
 
 
-def load_stmg(args):
-    """-> (Streamer, params, frames (T, H, W, 3) normalised) from --stmg-checkpoint and the video;
-    errors are ConfigError / CheckpointError / VideoError naming the cause."""
-    from stmg_jax.checkpoint import load_streaming_params
-    from stmg_jax.config import check_input_size
-    from stmg_jax.stream_eval import load_video
-    from stmg_jax.streaming import Streamer
+def plugins() -> list:
+    """Panels other packages add (entry point group `everest_jax.visualize`, e.g. STMG's overlay:
+    see stmg_jax/overlay.py for the interface), found without importing those packages here."""
+    from importlib.metadata import entry_points
 
-    net, stream, params = load_streaming_params(args.stmg_checkpoint)
-    size = tuple(args.stmg_size or (args.size, args.size))
-    check_input_size(*size, stream, field="--stmg-size")
-    return Streamer(net, stream, size), params, load_video(args.video, size, args.stmg_frames)
-
-
-def write_stmg(out: pathlib.Path, streamer, params, frames: np.ndarray) -> list[str]:
-    """Stream `frames` through STMG and write stmg_overlay.{gif,mp4,png} and stmg.npz."""
-    from stmg_jax.stream_eval import overlay, stream_video, to_uint8, write_overlay
-
-    s = stream_video(streamer, params, frames)
-    video = to_uint8(frames)
-    panels = overlay(video, s["pred"], s["recompute_map"])
-    save_gif(out / "stmg_overlay.gif", panels, fps=8)
-    write_overlay(str(out / "stmg_overlay.mp4"), video, s["pred"], s["recompute_map"], fps=8)
-    shown = np.linspace(0, len(frames) - 1, min(8, len(frames))).round().astype(int)
-    save_grid(out / "stmg_overlay.png", {"seg. | recomp.": panels[shown]},
-              f"STMG: {s['gflops_per_frame']:.3f} GFLOPs/frame, {100 * s['skip_rate']:.0f}% of gated blocks "
-              f"skipped, {s['key_frames']} key frames (frames {', '.join(map(str, shown))})")
-    np.savez(out / "stmg.npz", pred=s["pred"], recompute=s["recompute_map"], flops=s["flops"])
-    print(f"STMG: {s['fps']:.1f} frames/s, {s['gflops_per_frame']:.4f} GFLOPs/frame, skip rate {s['skip_rate']:.3f}")
-    return ["stmg_overlay.gif", "stmg_overlay.mp4", "stmg_overlay.png", "stmg.npz"]
+    return [ep.load() for ep in sorted(entry_points(group="everest_jax.visualize"), key=lambda ep: ep.name)]
 
 
 def main(argv=None) -> int:
@@ -210,16 +187,13 @@ def main(argv=None) -> int:
     parser.add_argument("--visible-ratio", type=float, default=0.1)
     parser.add_argument("--finetune-keep", type=float, default=0.6, help="fine-tuning / inference rho")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--stmg-checkpoint", help="an STMG checkpoint with trained gates: also write the "
-                                                  "STMG segmentation / recompute-map overlay")
-    parser.add_argument("--stmg-size", type=int, nargs=2, metavar=("H", "W"),
-                        help="frame size for STMG (default: --size x --size); divisible by 32 and the bin grid")
-    parser.add_argument("--stmg-frames", type=int, default=32, help="consecutive frames streamed by STMG")
+    extra = plugins()
+    for plugin in extra:
+        plugin.add_arguments(parser)
     args = parser.parse_args(argv)
 
     from everest_jax.config import ConfigError
     from everest_jax.data import VideoError
-    from stmg_jax.config import ConfigError as StmgConfigError
 
     try:
         selection_args = dict(masking="everest", pretrain_keep_ratio=args.keep_ratio,
@@ -237,8 +211,8 @@ def main(argv=None) -> int:
                                                     "masking": jax.random.key(args.seed)}, video)["params"]
             params = jax.tree.map(np.asarray, __import__("flax").linen.unbox(params))
         clip = load_clip(args.video, config.num_frames, args.stride, config.image_size)
-        stmg = load_stmg(args) if args.stmg_checkpoint else None
-    except (ConfigError, StmgConfigError, VideoError, checkpoint.CheckpointError, FileNotFoundError) as e:
+        loaded = [(plugin, state) for plugin in extra if (state := plugin.load(args)) is not None]
+    except (ConfigError, VideoError, checkpoint.CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -262,8 +236,8 @@ def main(argv=None) -> int:
         save_grid(out / "reconstruction.png", {"input": clip, **panels},
                   f"{pathlib.Path(args.video).name}: reconstruction of {m} target tokens from {v} visible")
         written.append("reconstruction.png")
-    if stmg is not None:
-        written += write_stmg(out, *stmg)
+    for plugin, state in loaded:
+        written += plugin.write(out, state)
     print(f"wrote {', '.join(written)} to {out}")
     return 0
 

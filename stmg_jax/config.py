@@ -3,7 +3,7 @@
 Both are frozen dataclasses, so modules can hold them and `jax.jit` can treat them as static.
 Every check that depends on the input size (total stride 32, bin grids dividing each stage's
 feature map) is in `check_input_size`, which the dense model and the streaming step call before
-anything is traced; errors are `ConfigError` (a `ValueError`) naming the offending field.
+anything is traced; errors are the library's one `ConfigError` (a `ValueError`) naming the offending field.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import dataclasses
 import numbers
 from typing import Any
 
+from everest_jax.config import ConfigError
+
+__all__ = ["ConfigError", "SegNetConfig", "StreamConfig", "check_input_size"]
+
 TOTAL_STRIDE = 32  # stem conv /2, max-pool /2, stages 2-4 /2 each
-
-
-class ConfigError(ValueError):
-    """An invalid STMG configuration or input; the message names the offending field."""
 
 
 def _is_int(v: Any) -> bool:

@@ -32,7 +32,7 @@ CamVid (the 11-class version of SegNet's release, whose labels are class-index P
 error saying so.
 
 Every missing folder or file is a `DatasetError` naming it. Label 255 is left out of the
-training loss and of mIoU (`stmg_jax.train.cross_entropy`, `confusion`).
+training loss and of mIoU (`stmg_jax.train.cross_entropy`, `stmg_jax.metrics.confusion`).
 """
 
 from __future__ import annotations
@@ -243,7 +243,7 @@ def pairs_batch(source, batch_size: int, step: int, seed: int = 0) -> dict[str, 
     """Batch `step` of (t-1, t) pairs from a source with clip_length >= 2, in the format of
     `stmg_jax.train.frame_pairs`: prev, cur (B, H, W, 3) float32 ImageNet-normalised, label (B, H, W)
     int32 (255 = ignore). A pure function of (seed, step); all examples must share one size."""
-    from everest_jax.data.synthetic import normalize_video
+    from everest_jax.data import normalize_video
     if source.clip_length < 2:
         raise ValueError("pairs_batch needs a source with clip_length >= 2")
     rng = np.random.default_rng((seed, step))

@@ -46,7 +46,7 @@ def stream_file(streamer, params, video: str, out: str | None = None, max_frames
     from everest_jax.data.augment import resize
     from everest_jax.data.decode import iter_frames
     from everest_jax.data.encode import VideoWriter, replaced_on_success
-    from everest_jax.data.synthetic import normalize_video
+    from everest_jax.data import normalize_video
     from stmg_jax.stream_eval import overlay, recompute_map, skip_rates, units_skipped
 
     params = jax.device_put(params)  # once: NumPy parameters would be copied on every call

@@ -23,7 +23,7 @@ import numpy as np
 from stmg_jax.config import SegNetConfig
 from stmg_jax.model import SegNet, dense_flops
 from stmg_jax.streaming import Streamer
-from stmg_jax.train import miou, pred_confusion
+from stmg_jax.metrics import miou, pred_confusion
 
 
 def dense_video(net_config: SegNetConfig, net_vars, frames: np.ndarray) -> dict[str, Any]:
@@ -122,7 +122,7 @@ def write_overlay(path: str, frames_u8: np.ndarray, pred: np.ndarray, recompute:
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
     """Inverse of the ImageNet normalisation: float (T, H, W, 3) -> uint8."""
-    from everest_jax.targets import IMAGENET_MEAN, IMAGENET_STD
+    from everest_jax.data import IMAGENET_MEAN, IMAGENET_STD
     x = frames * np.asarray(IMAGENET_STD, np.float32) + np.asarray(IMAGENET_MEAN, np.float32)
     return np.clip(np.round(x * 255), 0, 255).astype(np.uint8)
 
@@ -175,7 +175,7 @@ def load_video(path: str, size: tuple[int, int], max_frames: int) -> np.ndarray:
     are `everest_jax.data.decode.VideoError` naming the file and the cause."""
     from everest_jax.data.augment import resize
     from everest_jax.data.decode import decode_all
-    from everest_jax.data.synthetic import normalize_video
+    from everest_jax.data import normalize_video
     frames = decode_all(path)[:max_frames]
     return normalize_video(resize(frames, size))
 
@@ -190,7 +190,7 @@ def main(argv=None) -> dict:
     import json
     import os
 
-    from everest_jax.data.synthetic import SyntheticVideos, normalize_video
+    from everest_jax.data import SyntheticVideos, normalize_video
     from stmg_jax.checkpoint import load_streaming_params
     from stmg_jax.cli import input_errors_exit
     from stmg_jax.config import check_input_size

@@ -33,12 +33,13 @@ import numpy as np
 import optax
 
 from everest_jax import optim, sharding
-from everest_jax.data.synthetic import SyntheticVideos, normalize_video
+from everest_jax.data import SyntheticVideos, normalize_video
 from everest_jax.train_state import TrainState, create_sharded_state
 from stmg_jax.config import ConfigError, SegNetConfig, StreamConfig
 from stmg_jax.data import IGNORE, CamVidSequences, CityscapesSequences, pairs_batch
 from stmg_jax.generator import init_generators
 from stmg_jax.masked import masked_forward
+from stmg_jax.metrics import confusion, miou
 from stmg_jax.model import SegNet
 
 
@@ -104,29 +105,6 @@ def distillation(student: jax.Array, teacher: jax.Array) -> jax.Array:
     """Mean per-pixel KL(softmax(teacher) || softmax(student))."""
     t = jax.nn.log_softmax(teacher)
     return jnp.mean(jnp.sum(jnp.exp(t) * (t - jax.nn.log_softmax(student)), axis=-1))
-
-
-def confusion(logits: jax.Array, labels: jax.Array, num_classes: int) -> jax.Array:
-    """(K, K) counts of argmax(logits), see `pred_confusion`."""
-    return pred_confusion(jnp.argmax(logits, -1), labels, num_classes)
-
-
-def pred_confusion(pred: jax.Array, labels: jax.Array, num_classes: int) -> jax.Array:
-    """(K, K) counts, rows = label, cols = predicted class (pred and labels of one shape);
-    pixels labelled 255 (`IGNORE`) are left out."""
-    pred, labels = jnp.reshape(pred, -1), jnp.reshape(labels, -1)
-    valid = labels != IGNORE
-    return jnp.zeros((num_classes, num_classes), jnp.int32).at[jnp.where(valid, labels, 0), pred].add(
-        valid.astype(jnp.int32))
-
-
-def miou(conf: np.ndarray) -> float:
-    """Mean IoU over the classes present in the labels or the predictions, in percent."""
-    conf = np.asarray(conf, np.float64)
-    tp = np.diag(conf)
-    union = conf.sum(0) + conf.sum(1) - tp
-    present = union > 0
-    return float(100 * np.mean(tp[present] / union[present]))
 
 
 # -- states and steps -------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from everest_jax.data import CandidateSampler, Reason, SegmentSampler, StrideSampler, VideoError
-from everest_jax.selection import num_candidate_frames
+from everest_jax.data.sampling import num_candidate_frames
 
 
 def test_stride_test_clip_is_centred():
@@ -78,3 +78,15 @@ def test_candidate_frames_are_uniformly_spaced_over_the_whole_video():
     assert CandidateSampler(16, 2.0, 2, train=False)(64).shape == (1, 32)
     with pytest.raises(VideoError):
         s(23)
+
+
+def test_num_candidate_frames():
+    assert num_candidate_frames(16, 1.5, 2) == 24
+    assert num_candidate_frames() == 24
+    assert num_candidate_frames(16, 1.0, 2) == 16
+    assert num_candidate_frames(16, 2, 2) == 32
+    assert num_candidate_frames(8, 1.5, 4) == 12
+    assert isinstance(num_candidate_frames(16, 1.5, 2), int)
+    for alpha in (0.5, 0.0, -1.0, 1.3):  # < 1, or 1.3 * 8 pairs is not an integer
+        with pytest.raises(ValueError, match="alpha"):
+            num_candidate_frames(16, alpha, 2)

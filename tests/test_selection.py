@@ -441,18 +441,6 @@ def test_gather_frame_pairs_returns_the_chosen_frames(tubelet):
         np.testing.assert_array_equal(got[b], np.broadcast_to(got[b, :, :1, :1], got[b].shape))
 
 
-def test_num_candidate_frames():
-    assert selection.num_candidate_frames(16, 1.5, 2) == 24
-    assert selection.num_candidate_frames() == 24
-    assert selection.num_candidate_frames(16, 1.0, 2) == 16
-    assert selection.num_candidate_frames(16, 2, 2) == 32
-    assert selection.num_candidate_frames(8, 1.5, 4) == 12
-    assert isinstance(selection.num_candidate_frames(16, 1.5, 2), int)
-    for alpha in (0.5, 0.0, -1.0, 1.3):  # < 1, or 1.3 * 8 pairs is not an integer
-        with pytest.raises(ValueError, match="alpha"):
-            selection.num_candidate_frames(16, alpha, 2)
-
-
 # ---- real clips: selection follows the actual motion ---------------------------------------------
 
 

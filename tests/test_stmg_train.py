@@ -12,7 +12,8 @@ from stmg_jax.generator import init_generators
 from stmg_jax.masked import gumbel_sigmoid_st, masked_forward
 from stmg_jax.model import SegNet
 from stmg_jax.testing import random_net_variables
-from stmg_jax.train import Trainer, confusion, distillation, frame_pairs, dataset, miou
+from stmg_jax.metrics import confusion, miou
+from stmg_jax.train import Trainer, distillation, frame_pairs, dataset
 
 NET = SegNetConfig(num_classes=3, widths=(16, 32, 64, 128), decoder_width=32)
 STREAM = StreamConfig(bin_grid=((4, 4), (4, 4), (2, 2), (1, 1)))

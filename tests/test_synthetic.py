@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from everest_jax.data import SyntheticVideos, normalize_video
-from everest_jax.targets import IMAGENET_MEAN, IMAGENET_STD
+from everest_jax.data import IMAGENET_MEAN, IMAGENET_STD
 
 
 def test_examples_are_deterministic_functions_of_seed_and_index():

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from everest_jax.data.randaugment import RandAugment
-from everest_jax.data.synthetic import normalize_video
+from everest_jax.data.normalize import normalize_video
 
 def _hw(size) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))

@@ -13,7 +13,7 @@ samplers draw from `rng`; test samplers (`train=False`) ignore it and are determ
   random within the segment in training, at (c+1)/(num_clips+1) of it for test clip c
   (num_clips=1: the middle). Follows VideoMAE's `_get_seq_frames` (np.round, inclusive ends).
 - `CandidateSampler`: EVEREST's information-intensive frame selection on long videos: the
-  2*alpha*tau candidate frames (`selection.num_candidate_frames`) uniformly spaced over the
+  2*alpha*tau candidate frames (`num_candidate_frames`) uniformly spaced over the
   whole video, floor((k + u) * n / count), with one random phase u in [0, 1) for training and
   u = 0.5 for test.
 """
@@ -100,8 +100,6 @@ class CandidateSampler:
 
     @property
     def num_candidates(self) -> int:
-        from everest_jax.selection import num_candidate_frames  # imports JAX: only when used
-
         return num_candidate_frames(self.num_frames, self.alpha, self.tubelet_size)
 
     def __call__(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -110,3 +108,11 @@ class CandidateSampler:
         phase = rng.random() if self.train else 0.5
         idx = np.floor((np.arange(count) + phase) * n / count).astype(np.int64)
         return np.minimum(idx, n - 1)[None, :]
+
+
+def num_candidate_frames(num_frames: int = 16, alpha: float = 1.5, tubelet_size: int = 2) -> int:
+    """2*alpha*tau candidate frames for a clip of `num_frames` (tau = num_frames / tubelet_size pairs)."""
+    pairs = alpha * (num_frames // tubelet_size)
+    if alpha < 1 or pairs != int(pairs):
+        raise ValueError(f"alpha={alpha} must be >= 1 and make alpha*{num_frames // tubelet_size} an integer")
+    return int(pairs) * tubelet_size

@@ -34,13 +34,6 @@ import dataclasses
 
 import numpy as np
 
-from everest_jax.targets import IMAGENET_MEAN, IMAGENET_STD
-
-
-def normalize_video(video: np.ndarray) -> np.ndarray:
-    """uint8 (..., C) in [0, 255] -> float32 ImageNet-normalised."""
-    return ((video.astype(np.float32) / 255.0 - np.asarray(IMAGENET_MEAN, np.float32))
-            / np.asarray(IMAGENET_STD, np.float32))
 
 
 def _texture(rng: np.random.Generator, h: int, w: int, scale: int) -> np.ndarray:
