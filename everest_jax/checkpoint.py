@@ -14,12 +14,15 @@ import jax
 import numpy as np
 
 from everest_jax.config import ModelConfig
+from everest_jax.errors import UserError
 
 CONFIG_FILE = "everest.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A directory that is not a parameter checkpoint of ours."""
+
+    kind = "checkpoint"
 
 
 def write_params_dir(out_dir: str | os.PathLike, params: dict, meta: dict, meta_file: str) -> pathlib.Path:

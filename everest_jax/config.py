@@ -11,6 +11,8 @@ import dataclasses
 import numbers
 from typing import Any, Mapping
 
+from everest_jax.errors import UserError
+
 # encoder width/depth/heads; decoder width/heads (VideoMAE/EVEREST releases; "tiny" is ours).
 SIZES: dict[str, dict[str, int]] = {
     "tiny": dict(width=64, depth=2, num_heads=2, decoder_width=32, decoder_heads=2),
@@ -37,8 +39,10 @@ def release_count(share: float, n: int) -> int:
     return int((1 - (1 - share)) * n)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """An invalid configuration; the message names the offending field(s)."""
+
+    kind = "config"
 
 
 def _image_size(value: Any) -> tuple:

@@ -35,7 +35,9 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from everest_jax import cli
 from everest_jax.checkpoint import save_params
+from everest_jax.errors import UserError
 from everest_jax.config import SIZES, ModelConfig
 from everest_jax.models import Classifier, PretrainingModel, stack_blocks
 
@@ -43,8 +45,10 @@ from everest_jax.models import Classifier, PretrainingModel, stack_blocks
 IGNORED = re.compile(r"(^|\.)(pos_embed|position_embeddings|num_batches_tracked)$")
 
 
-class ConvertError(ValueError):
+class ConvertError(UserError, ValueError):
     """The file is not a checkpoint we can convert; the message says why."""
+
+    kind = "checkpoint"
 
 
 # ---- reading ---------------------------------------------------------------------------------
@@ -331,8 +335,10 @@ def main(argv=None) -> None:
             config = dataclasses.replace(config, num_classes=int(params["head"]["bias"].shape[0]),
                                          use_mean_pooling="fc_norm" in params)
         out = save_params(args.out, params, config, kind, args.src)
-    except (ConvertError, ValueError) as e:
-        raise SystemExit(f"error: {e}")
+    except UserError as e:
+        raise cli.fail(f"{e.kind} error: {e}") from None
+    except ValueError as e:  # shapes or values the network cannot take
+        raise cli.fail(f"checkpoint error: {e}") from None
     n = sum(x.size for x in jax.tree.leaves(params))
     print(f"converted {layout} checkpoint ({kind}, {n / 1e6:.1f}M parameters, size {config.size}, "
           f"width {config.width}, depth {config.depth}) -> {out}")

@@ -36,15 +36,12 @@ def main(argv):
     initialize_distributed()
     import jax
 
-    from everest_jax import train
-    from everest_jax.config import ConfigError
-    from everest_jax.data import TooManyBadExamples
+    from everest_jax import cli, train
 
     try:
-        final = train.run(_CONFIG.value, flags.FLAGS.workdir)
-    except ConfigError as e:
-        raise SystemExit(f"config error: {e}")
-    except (FloatingPointError, TooManyBadExamples) as e:
+        with cli.user_errors():
+            final = train.run(_CONFIG.value, flags.FLAGS.workdir)
+    except FloatingPointError as e:  # the non-finite guard: not the user's input, but not a bug either
         raise SystemExit(f"stopped: {e}")
     if jax.process_index() == 0:
         summary = ", ".join(f"{k}={v:.4g}" for k, v in final.items()
@@ -60,4 +57,6 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config fil
 flags.mark_flags_as_required(["config", "workdir"])
 
 if __name__ == "__main__":
-    app.run(main)
+    from everest_jax import cli
+
+    app.run(main, flags_parser=cli.parse_flags)

@@ -36,10 +36,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from everest_jax import checkpoint, selection
-from everest_jax.config import ModelConfig
+from everest_jax import checkpoint, cli, selection
+from everest_jax.config import ConfigError, ModelConfig
 from everest_jax.data import IMAGENET_MEAN, IMAGENET_STD, EvalAugment, StrideSampler, decode, encode, normalize_video
 from everest_jax.models import PretrainingModel
+from everest_jax.errors import UserError
 from everest_jax.targets import patchify
 
 DROPPED, TARGET, VISIBLE = 0, 1, 2
@@ -192,9 +193,6 @@ def main(argv=None) -> int:
         plugin.add_arguments(parser)
     args = parser.parse_args(argv)
 
-    from everest_jax.config import ConfigError
-    from everest_jax.data import VideoError
-
     try:
         selection_args = dict(masking="everest", pretrain_keep_ratio=args.keep_ratio,
                               visible_ratio=args.visible_ratio, finetune_keep_ratio=args.finetune_keep)
@@ -212,8 +210,11 @@ def main(argv=None) -> int:
             params = jax.tree.map(np.asarray, __import__("flax").linen.unbox(params))
         clip = load_clip(args.video, config.num_frames, args.stride, config.image_size)
         loaded = [(plugin, state) for plugin in extra if (state := plugin.load(args)) is not None]
-    except (ConfigError, VideoError, checkpoint.CheckpointError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except UserError as e:
+        cli.fail(f"{e.kind} error: {e}")
+        return 2
+    except FileNotFoundError as e:
+        cli.fail(f"video error: {e}")
         return 2
 
     result = select(config, params, clip, args.seed)

@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from everest_jax.errors import UserError
+
 # Cityscapes labelId -> trainId (official cityscapesscripts/helpers/labels.py), others -> 255.
 CITYSCAPES_TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
                         25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
@@ -56,8 +58,10 @@ CAMVID_VOID = 11
 IGNORE = 255
 
 
-class DatasetError(FileNotFoundError):
+class DatasetError(UserError, FileNotFoundError):
     """A dataset folder or file is missing or not in the expected layout (the message names it)."""
+
+    kind = "data"
 
 
 def cityscapes_lut() -> np.ndarray:

@@ -87,7 +87,7 @@ def stream_file(streamer, params, video: str, out: str | None = None, max_frames
 
 def main(argv=None) -> dict:
     from stmg_jax.checkpoint import load_streaming_params
-    from stmg_jax.cli import input_errors_exit
+    from everest_jax.cli import user_errors
     from stmg_jax.config import check_input_size
     from stmg_jax.streaming import Streamer
 
@@ -101,7 +101,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--fps", type=int, default=25, help="frame rate of the overlay video")
     ap.add_argument("--log-every", type=int, default=100, help="progress line every N frames (0: none)")
     args = ap.parse_args(argv)
-    with input_errors_exit():
+    with user_errors():
         net, stream, params = load_streaming_params(args.checkpoint)
         check_input_size(*args.size, stream, field="--size")
         streamer = Streamer(net, stream, tuple(args.size))

@@ -94,9 +94,9 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    from stmg_jax.cli import input_errors_exit
+    from everest_jax.cli import user_errors
 
-    with input_errors_exit():
+    with user_errors():
         result = run(_CONFIG.value, flags.FLAGS.workdir)
     print("done: " + ", ".join(f"{k}={v:.4g}" for k, v in result.items())
           + f"; parameters in {pathlib.Path(flags.FLAGS.workdir) / 'final'}", flush=True)
@@ -109,4 +109,6 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config fil
 flags.mark_flags_as_required(["config", "workdir"])
 
 if __name__ == "__main__":
-    app.run(main)
+    from everest_jax import cli
+
+    app.run(main, flags_parser=cli.parse_flags)

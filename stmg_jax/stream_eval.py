@@ -192,7 +192,7 @@ def main(argv=None) -> dict:
 
     from everest_jax.data import SyntheticVideos, normalize_video
     from stmg_jax.checkpoint import load_streaming_params
-    from stmg_jax.cli import input_errors_exit
+    from everest_jax.cli import user_errors
     from stmg_jax.config import check_input_size
 
     ap = argparse.ArgumentParser(description=main.__doc__)
@@ -203,7 +203,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--overlay", default="", help="folder for <video>.mp4 overlays (segmentation | recompute map)")
     args = ap.parse_args(argv)
-    with input_errors_exit():
+    with user_errors():
         net, stream, params = load_streaming_params(args.checkpoint)
         size = tuple(args.size)
         check_input_size(*size, stream, field="--size")

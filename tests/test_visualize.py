@@ -99,7 +99,7 @@ def test_pngs_are_written_and_bad_input_is_one_line(outputs, tmp_path, capsys):
         assert Image.open(out / name).format == "PNG"
     assert visualize.main([str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error:") and "missing.mp4" in err[0]
+    assert len(err) == 1 and err[0].startswith("video error:") and "missing.mp4" in err[0]
     assert not (tmp_path / "o").exists()
 
 

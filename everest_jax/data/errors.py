@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import enum
 
+from everest_jax.errors import UserError
+
 
 class Reason(enum.IntEnum):
     OK = 0
@@ -20,7 +22,7 @@ class Reason(enum.IntEnum):
     TOO_SHORT = 6  # fewer frames than the clip sampler needs
 
 
-class VideoError(Exception):
+class VideoError(UserError):
     """A video (or an example of an array source) that cannot give a clip.
 
     Attributes:
@@ -29,10 +31,14 @@ class VideoError(Exception):
       detail: what went wrong, for the log.
     """
 
+    kind = "video"
+
     def __init__(self, reason: Reason, where: str, detail: str = ""):
         self.reason, self.where, self.detail = Reason(reason), str(where), detail
         super().__init__(f"{where}: {self.reason.name.lower()}" + (f" ({detail})" if detail else ""))
 
 
-class TooManyBadExamples(RuntimeError):
+class TooManyBadExamples(UserError, RuntimeError):
     """More than the allowed share of a dataset (shard) failed: training on the rest would mislead."""
+
+    kind = "data"
