@@ -49,8 +49,8 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
 
     try:
         return flags.FLAGS(argv)
-    except flags.Error as e:
-        raise fail(f"flag error: {e}") from None
+    except flags.Error as e:  # a value of the wrong type for a config field is a config error
+        raise fail(f"{'config' if str(e).startswith('flag --config') else 'flag'} error: {e}") from None
     except (AttributeError, KeyError) as e:  # ml_collections: the override's field does not exist
         text = str(e.args[0] if e.args else e)
         field = text.splitlines()[0].strip("'\"") if text else "?"

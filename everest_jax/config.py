@@ -11,7 +11,8 @@ import dataclasses
 import numbers
 from typing import Any, Mapping
 
-from everest_jax.errors import UserError
+from everest_jax.errors import ConfigError
+from everest_jax.fields import Float, Int, Is, OneOf
 
 # encoder width/depth/heads; decoder width/heads (VideoMAE/EVEREST releases; "tiny" is ours).
 SIZES: dict[str, dict[str, int]] = {
@@ -25,6 +26,19 @@ MASKINGS = ("everest", "tube", "random")
 DISTANCES = ("l2", "l1", "cosine", "pixel")  # token scores: embedding distances, or raw pixels (RLT)
 ORDERS = ("descending", "ascending")  # keep the most- (EVEREST) or least-changing tokens (ablation)
 DTYPES = ("float32", "bfloat16", "float16")
+_RATIO, _POSITIVE, _DROPOUT = Float(0, 1, lo_open=True), Float(0, lo_open=True), Float(0, 1, hi_open=True)
+# Type and range of every ModelConfig field but image_size (normalised by _image_size); the checks
+# that relate fields are in ModelConfig.validate.
+MODEL_FIELDS = {
+    "size": OneOf(tuple(SIZES)), **{name: Int(1) for name in (
+        "num_frames", "tubelet_size", "patch_size", "in_channels", "width", "depth", "num_heads",
+        "decoder_width", "decoder_depth", "decoder_heads")},
+    "mlp_ratio": _POSITIVE, "norm_eps": _POSITIVE, "head_norm_eps": _POSITIVE, "num_classes": Int(0),
+    "use_mean_pooling": Is(bool), "head_dropout": _DROPOUT, "head_init_scale": Float(0), "drop_path": _DROPOUT,
+    "masking": OneOf(MASKINGS), "selection_distance": OneOf(DISTANCES), "selection_order": OneOf(ORDERS),
+    "pretrain_keep_ratio": _RATIO, "visible_ratio": _RATIO, "mask_ratio": _RATIO, "finetune_keep_ratio": _RATIO,
+    "dtype": OneOf(DTYPES), "remat": Is(bool), "scan": Is(bool),
+}
 
 
 def release_count(share: float, n: int) -> int:
@@ -37,12 +51,6 @@ def release_count(share: float, n: int) -> int:
     (0.1, 0.3, 0.6). It can be one less than int(s * n): s = 0.1, n = 800 gives 79, not 80.
     """
     return int((1 - (1 - share)) * n)
-
-
-class ConfigError(UserError, ValueError):
-    """An invalid configuration; the message names the offending field(s)."""
-
-    kind = "config"
 
 
 def _image_size(value: Any) -> tuple:
@@ -109,11 +117,14 @@ class ModelConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "image_size", _image_size(self.image_size))
-        if self.size not in SIZES:
+        if not MODEL_FIELDS["size"].ok(self.size):
             raise ConfigError(f"model.size={self.size!r} is not a known size; choose one of {sorted(SIZES)}")
         for name, value in SIZES[self.size].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
+        for name, rule in MODEL_FIELDS.items():
+            if not rule.ok(getattr(self, name)):
+                raise ConfigError(f"model.{name}={getattr(self, name)!r} must be {rule.describe()}")
         self.validate()
 
     @classmethod
@@ -175,18 +186,12 @@ class ModelConfig:
 
     # ---- validation -----------------------------------------------------------------------
     def validate(self) -> None:
-        """Raise ConfigError naming the field for anything the model cannot run with."""
-        positive = ["num_frames", "tubelet_size", "patch_size", "in_channels", "width", "depth",
-                    "num_heads", "decoder_width", "decoder_depth", "decoder_heads"]
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"model.{name}={value!r} must be a positive integer")
+        """Raise ConfigError naming the field(s) for combinations the model cannot run with (each
+        field's own type and range: MODEL_FIELDS, checked on construction)."""
         if len(self.image_size) != 2 or min(self.image_size) <= 0:
             raise ConfigError(f"model.image_size={self.image_size!r} must be a positive int or (height, width)")
-        if not (isinstance(self.mlp_ratio, (int, float)) and not isinstance(self.mlp_ratio, bool)
-                and self.mlp_ratio > 0 and self.mlp_dim >= 1):
-            raise ConfigError(f"model.mlp_ratio={self.mlp_ratio!r} must be a positive number")
+        if self.mlp_dim < 1:
+            raise ConfigError(f"model.mlp_ratio={self.mlp_ratio!r} gives an MLP of {self.mlp_dim} units")
         if self.num_frames % self.tubelet_size:
             raise ConfigError(f"model.num_frames={self.num_frames} is not divisible by "
                               f"model.tubelet_size={self.tubelet_size}")
@@ -199,24 +204,6 @@ class ModelConfig:
         if self.decoder_width % self.decoder_heads:
             raise ConfigError(f"model.decoder_width={self.decoder_width} is not divisible by "
                               f"model.decoder_heads={self.decoder_heads}")
-        if self.dtype not in DTYPES:
-            raise ConfigError(f"model.dtype={self.dtype!r} must be one of {DTYPES}")
-        if self.masking not in MASKINGS:
-            raise ConfigError(f"model.masking={self.masking!r} must be one of {MASKINGS}")
-        if self.selection_distance not in DISTANCES:
-            raise ConfigError(f"model.selection_distance={self.selection_distance!r} must be one of {DISTANCES}")
-        if self.selection_order not in ORDERS:
-            raise ConfigError(f"model.selection_order={self.selection_order!r} must be one of {ORDERS}")
-        for name in ("pretrain_keep_ratio", "visible_ratio", "mask_ratio", "finetune_keep_ratio"):
-            value = getattr(self, name)
-            if not 0.0 < value <= 1.0:
-                raise ConfigError(f"model.{name}={value!r} must be in (0, 1]")
-        if not 0.0 <= self.drop_path < 1.0:
-            raise ConfigError(f"model.drop_path={self.drop_path!r} must be in [0, 1)")
-        if not 0.0 <= self.head_dropout < 1.0:
-            raise ConfigError(f"model.head_dropout={self.head_dropout!r} must be in [0, 1)")
-        if not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) or self.num_classes < 0:
-            raise ConfigError(f"model.num_classes={self.num_classes!r} must be >= 0")
         motion = self.masking == "everest" or self.finetune_keep_ratio < 1.0
         if motion and self.grid[0] < 2:
             raise ConfigError(

@@ -7,3 +7,9 @@ class UserError(Exception):
     """Bad input; the message names the cause. `kind` says what was at fault (the line's prefix)."""
 
     kind = "input"
+
+
+class ConfigError(UserError, ValueError):
+    """An invalid configuration; the message names the offending field(s)."""
+
+    kind = "config"

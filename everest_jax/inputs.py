@@ -48,12 +48,9 @@ def clip_frames(config: ml_collections.ConfigDict, model_config: ModelConfig) ->
 
 
 def validate(data: ml_collections.ConfigDict, job: str, model_config: ModelConfig) -> None:
-    """Refuse bad data settings at start-up, naming the field (list files are parsed here too, so
-    a malformed line is reported with its number before anything compiles)."""
-    if data.name not in SOURCES:
-        raise ConfigError(f"data.name={data.name!r} must be one of {SOURCES}")
-    if data.sampling not in SAMPLINGS:
-        raise ConfigError(f"data.sampling={data.sampling!r} must be one of {SAMPLINGS}")
+    """Refuse data settings that do not fit together (types and ranges: `train.RUN_FIELDS`), naming
+    the field; list files are parsed here too, so a malformed line is reported with its number
+    before anything compiles."""
     if data.sampling == "candidate":
         if job != "pretrain":
             raise ConfigError(f"data.sampling='candidate' (information-intensive frame selection) is for "
@@ -63,15 +60,7 @@ def validate(data: ml_collections.ConfigDict, job: str, model_config: ModelConfi
         except ValueError as e:
             raise ConfigError(f"data.candidate_alpha: {e}") from None
     if data.name == "synthetic":
-        if data.num_examples <= 0:
-            raise ConfigError(f"data.num_examples={data.num_examples} must be positive")
         return
-    if data.stride < 1:
-        raise ConfigError(f"data.stride={data.stride} must be >= 1")
-    if not 0.0 <= data.max_bad_fraction < 1.0:
-        raise ConfigError(f"data.max_bad_fraction={data.max_bad_fraction} must be in [0, 1)")
-    if data.num_workers < 0:
-        raise ConfigError(f"data.num_workers={data.num_workers} must be >= 0")
     needed = {"pretrain": ("train",), "finetune": ("train", "eval"), "evaluate": ("eval",)}[job]
     if data.name == "videos":
         for split in needed:

@@ -22,11 +22,39 @@ import numpy as np
 import optax
 
 from everest_jax import checkpoint, inputs, objectives, optim, sharding
+from everest_jax.fields import Float, Int, Is, OneOf, check
 from everest_jax.config import ConfigError, ModelConfig
 from everest_jax.models import Classifier, PretrainingModel, stack_blocks
 from everest_jax.train_state import TrainState, create_sharded_state, state_shardings
 
 JOBS = ("pretrain", "finetune", "evaluate")
+_UNIT, _FRACTION, _POSITIVE = Float(0, 1), Float(0, 1, hi_open=True), Float(0, lo_open=True)
+_AXIS = Int(1, also=(-1,))  # a mesh axis size; -1: the rest of the devices
+# Every field of a run config (configs/common.py) but `model` (ModelConfig checks its own): type
+# and range, checked before anything is built.
+RUN_FIELDS = {
+    "job": OneOf(JOBS), "seed": Int(0), "batch_size": Int(1), "total_steps": Int(1), "warmup_steps": Int(0),
+    "log_every": Int(1), "eval_every": Int(0), "eval_at_end": Is(bool), "init_from": Is(str),
+    "normalize_targets": Is(bool), "label_smoothing": _FRACTION, "nonfinite": OneOf(("stop", "skip")),
+    "dataset": Is(str), "method": Is(str), "sharding_rules": Is((tuple, list)),  # rules: checked by sharding
+    "mixup.mixup_alpha": Float(0), "mixup.cutmix_alpha": Float(0), "mixup.switch_prob": _UNIT,
+    "optimizer.base_lr": _POSITIVE, "optimizer.warmup_lr": Float(0), "optimizer.min_lr": Float(0),
+    "optimizer.b1": _FRACTION, "optimizer.b2": _FRACTION, "optimizer.weight_decay": Float(0),
+    "optimizer.layer_decay": Float(0, 1, lo_open=True), "optimizer.grad_clip_norm": Float(0),  # 0: no clipping
+    "optimizer.grad_accum_steps": Int(1),
+    "mesh.data": _AXIS, "mesh.fsdp": _AXIS, "mesh.tensor": _AXIS, "mesh.num_devices": Int(0),
+    "checkpoint.every_steps": Int(1), "checkpoint.keep": Int(1), "checkpoint.async_save": Is(bool),
+    "eval.num_clips": Int(1), "eval.num_crops": Int(1), "eval.crop_extent": Float(1), "eval.batch_size": Int(1),
+    "data.name": OneOf(inputs.SOURCES), "data.num_classes": Int(1), "data.num_examples": Int(1),
+    "data.num_eval_examples": Int(1), "data.camera_pan": Is(bool), "data.synthetic_seed": Int(0),
+    "data.num_speeds": Int(1), "data.min_travel": _POSITIVE, "data.max_travel": _POSITIVE,
+    "data.background_drift": Float(0), "data.balanced_labels": Is(bool), "data.wrap": Is(bool),
+    "data.root": Is(str), "data.train_list": Is(str), "data.eval_list": Is(str), "data.tfds_name": Is(str),
+    "data.train_split": Is(str), "data.eval_split": Is(str), "data.tfds_data_dir": Is(str),
+    "data.sampling": OneOf(inputs.SAMPLINGS), "data.stride": Int(1), "data.short_side": Int(0),
+    "data.flip": Is(bool), "data.rand_augment": Is(bool), "data.erase_prob": _UNIT, "data.candidate_alpha": Float(1),
+    "data.num_workers": Int(0), "data.read_threads": Int(1), "data.max_bad_fraction": _FRACTION,
+}
 
 
 # ---- configuration -----------------------------------------------------------------------
@@ -34,30 +62,14 @@ JOBS = ("pretrain", "finetune", "evaluate")
 
 def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> ModelConfig:
     """Check the run config before anything is built or compiled; returns the model config."""
-    if config.job not in JOBS:
-        raise ConfigError(f"job={config.job!r} must be one of {JOBS}")
+    check(config, RUN_FIELDS, whole=("model",))
     model = ModelConfig.from_dict(config.model.to_dict())
-    for name in ("batch_size", "log_every"):
-        if int(config[name]) <= 0:
-            raise ConfigError(f"{name}={config[name]!r} must be a positive integer")
-    if config.job != "evaluate":
-        if int(config.total_steps) <= 0:
-            raise ConfigError(f"total_steps={config.total_steps!r} must be a positive integer")
-        if not 0 <= config.warmup_steps < config.total_steps:
-            raise ConfigError(f"warmup_steps={config.warmup_steps} must be in [0, total_steps={config.total_steps})")
-    o = config.optimizer
-    if o.base_lr <= 0:
-        raise ConfigError(f"optimizer.base_lr={o.base_lr} must be positive")
-    if o.grad_accum_steps < 1:
-        raise ConfigError(f"optimizer.grad_accum_steps={o.grad_accum_steps} must be >= 1")
-    if not 0 < o.layer_decay <= 1:
-        raise ConfigError(f"optimizer.layer_decay={o.layer_decay} must be in (0, 1]")
+    if config.job != "evaluate" and config.warmup_steps >= config.total_steps:
+        raise ConfigError(f"warmup_steps={config.warmup_steps} must be in [0, total_steps={config.total_steps})")
     if config.job in ("finetune", "evaluate") and model.num_classes <= 0:
         raise ConfigError(f"model.num_classes={model.num_classes} must be positive for job={config.job}")
     if config.job in ("finetune", "evaluate") and model.num_classes != config.data.num_classes:
         raise ConfigError(f"model.num_classes={model.num_classes} must equal data.num_classes={config.data.num_classes}")
-    if config.nonfinite not in ("stop", "skip"):
-        raise ConfigError(f"nonfinite={config.nonfinite!r} must be 'stop' or 'skip'")
     if config.job == "evaluate" and not config.init_from:
         raise ConfigError("init_from must name a checkpoint to evaluate")
     if config.init_from and not pathlib.Path(config.init_from).exists():
