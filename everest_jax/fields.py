@@ -86,6 +86,11 @@ class Is:
         return isinstance(v, self.kind)
 
 
+def prefixed(prefix: str, rules: Mapping[str, Any]) -> dict[str, Any]:
+    """{'b1': rule} -> {'optimizer.b1': rule}: a shared group of rules under a config section."""
+    return {f"{prefix}.{name}": rule for name, rule in rules.items()}
+
+
 def flatten(tree: Mapping, prefix: str = "", stop: tuple[str, ...] = ()) -> dict[str, Any]:
     """{'a': {'b': 1}} -> {'a.b': 1}; paths in `stop` are kept whole (e.g. 'model')."""
     out = {}

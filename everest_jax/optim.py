@@ -12,6 +12,15 @@ import ml_collections
 import numpy as np
 import optax
 
+from everest_jax.fields import Float, Int
+
+# The optimizer section of every method's run config (lr = base_lr * batch / 256).
+FIELDS = {
+    "base_lr": Float(0, lo_open=True), "warmup_lr": Float(0), "min_lr": Float(0), "b1": Float(0, 1, hi_open=True),
+    "b2": Float(0, 1, hi_open=True), "weight_decay": Float(0), "layer_decay": Float(0, 1, lo_open=True),
+    "grad_clip_norm": Float(0), "grad_accum_steps": Int(1),  # grad_clip_norm 0: no clipping
+}
+
 
 def learning_rate_schedule(opt: ml_collections.ConfigDict, global_batch: int, total_steps: int,
                            warmup_steps: int) -> optax.Schedule:

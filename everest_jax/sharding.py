@@ -19,8 +19,12 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from everest_jax.config import ConfigError
+from everest_jax.fields import Int
 
 MESH_AXES = ("data", "fsdp", "tensor")
+# The mesh section of every method's run config: axis sizes (-1: the rest of the devices) and how
+# many devices to use (0: all).
+MESH_FIELDS = {**{axis: Int(1, also=(-1,)) for axis in MESH_AXES}, "num_devices": Int(0)}
 BATCH_AXES = ("data", "fsdp")  # the batch is split over both; FSDP all-gathers weights instead
 
 # Logical name -> mesh axes. Parameters: FSDP shards the model width, tensor parallelism heads

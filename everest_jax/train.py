@@ -9,6 +9,7 @@ data iterator's state is saved with each checkpoint, so a killed run resumes exa
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 import time
@@ -22,14 +23,13 @@ import numpy as np
 import optax
 
 from everest_jax import checkpoint, inputs, objectives, optim, sharding
-from everest_jax.fields import Float, Int, Is, OneOf, check
+from everest_jax.fields import Float, Int, Is, OneOf, check, prefixed
 from everest_jax.config import ConfigError, ModelConfig
 from everest_jax.models import Classifier, PretrainingModel, stack_blocks
 from everest_jax.train_state import TrainState, create_sharded_state, state_shardings
 
 JOBS = ("pretrain", "finetune", "evaluate")
 _UNIT, _FRACTION, _POSITIVE = Float(0, 1), Float(0, 1, hi_open=True), Float(0, lo_open=True)
-_AXIS = Int(1, also=(-1,))  # a mesh axis size; -1: the rest of the devices
 # Every field of a run config (configs/common.py) but `model` (ModelConfig checks its own): type
 # and range, checked before anything is built.
 RUN_FIELDS = {
@@ -38,11 +38,7 @@ RUN_FIELDS = {
     "normalize_targets": Is(bool), "label_smoothing": _FRACTION, "nonfinite": OneOf(("stop", "skip")),
     "dataset": Is(str), "method": Is(str), "sharding_rules": Is((tuple, list)),  # rules: checked by sharding
     "mixup.mixup_alpha": Float(0), "mixup.cutmix_alpha": Float(0), "mixup.switch_prob": _UNIT,
-    "optimizer.base_lr": _POSITIVE, "optimizer.warmup_lr": Float(0), "optimizer.min_lr": Float(0),
-    "optimizer.b1": _FRACTION, "optimizer.b2": _FRACTION, "optimizer.weight_decay": Float(0),
-    "optimizer.layer_decay": Float(0, 1, lo_open=True), "optimizer.grad_clip_norm": Float(0),  # 0: no clipping
-    "optimizer.grad_accum_steps": Int(1),
-    "mesh.data": _AXIS, "mesh.fsdp": _AXIS, "mesh.tensor": _AXIS, "mesh.num_devices": Int(0),
+    **prefixed("optimizer", optim.FIELDS), **prefixed("mesh", sharding.MESH_FIELDS),
     "checkpoint.every_steps": Int(1), "checkpoint.keep": Int(1), "checkpoint.async_save": Is(bool),
     "eval.num_clips": Int(1), "eval.num_crops": Int(1), "eval.crop_extent": Float(1), "eval.batch_size": Int(1),
     "data.name": OneOf(inputs.SOURCES), "data.num_classes": Int(1), "data.num_examples": Int(1),
@@ -213,11 +209,10 @@ def make_eval_step(model, mesh, rules, batch_shardings, param_shardings):
     return run
 
 
-def evaluate(config, model, params, mesh, rules, param_shardings, model_config) -> dict:
-    """Multi-view accuracy: softmax averaged over each video's clips x crops, top-1/top-5."""
+def evaluate(config, eval_step, params, mesh, model_config) -> dict:
+    """Multi-view accuracy: softmax averaged over each video's clips x crops, top-1/top-5.
+    `eval_step`: from `make_eval_step`, built once per run (every evaluation reuses its compile)."""
     views = inputs.eval_views(config, model_config, jax.process_index(), jax.process_count())
-    batch_sharding = sharding.batch_sharding(mesh, 5)
-    eval_step = make_eval_step(model, mesh, rules, batch_sharding, param_shardings)
     ways = sharding.data_parallel_size(mesh)
     top1 = top5 = count = 0
     for batch in views:  # dict: video (b, V, T, H, W, C), label (b,), valid (b,)
@@ -303,13 +298,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     abstract_params = nn.unbox(abstract_boxed)
     tx = optim.make_optimizer(config.optimizer, abstract_params, schedule, model_config.depth)
     _, shardings = state_shardings(init_params, tx, mesh, rules)
+    eval_step = functools.cache(lambda: make_eval_step(model, mesh, rules, sharding.batch_sharding(mesh, 5),
+                                                       shardings.params))  # built at the first evaluation
 
     if config.job == "evaluate":
         params = load_init_params(config.init_from, config.job, model_config, abstract_params)
         if set(params) != set(abstract_params):
             raise ConfigError(f"init_from={config.init_from!r} is a pre-training checkpoint; evaluate a fine-tuned one")
         params = jax.device_put(params, shardings.params)
-        metrics = evaluate(config, model, params, mesh, rules, shardings.params, model_config)
+        metrics = evaluate(config, eval_step(), params, mesh, model_config)
         MetricWriter(workdir, is_main).write(0, metrics)
         return metrics
 
@@ -386,7 +383,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 ckpt.save(step, state, data_iter)
             eval_every = config.get("eval_every", 0)
             if config.job == "finetune" and eval_every and step % eval_every == 0 and step < total_steps:
-                ev = evaluate(config, model, state.params, mesh, rules, shardings.params, model_config)
+                ev = evaluate(config, eval_step(), state.params, mesh, model_config)
                 writer.write(step, ev)
     finally:
         ckpt.close()
@@ -396,7 +393,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         report = data_iter.report()
         final.update(bad_videos=report.num_bad, replaced_examples=report.replaced)
     if config.job == "finetune" and config.get("eval_at_end", True):
-        ev = evaluate(config, model, state.params, mesh, rules, shardings.params, model_config)
+        ev = evaluate(config, eval_step(), state.params, mesh, model_config)
         writer.write(step, ev)
         final.update(ev)
     kind = "pretrain" if config.job == "pretrain" else "classifier"

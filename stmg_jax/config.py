@@ -13,6 +13,7 @@ import numbers
 from typing import Any
 
 from everest_jax.config import ConfigError
+from everest_jax.fields import Float, Is
 
 __all__ = ["ConfigError", "SegNetConfig", "StreamConfig", "check_input_size"]
 
@@ -56,6 +57,8 @@ class SegNetConfig:
             object.__setattr__(self, name, tuple(int(s) for s in v))
         if not _is_int(self.decoder_width) or self.decoder_width < 1:
             raise ConfigError(f"decoder_width={self.decoder_width!r} must be a positive int")
+        if not Float().ok(self.residual_scale_init):
+            raise ConfigError(f"residual_scale_init={self.residual_scale_init!r} must be a number")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +126,11 @@ class StreamConfig:
                 raise ConfigError(f"{name}={v!r} must be a number >= 0")
         if not _is_int(self.key_every) or self.key_every < 0:
             raise ConfigError(f"key_every={self.key_every!r} must be an int >= 0")
+        rules = {"gate_threshold": Float(0), "bin_threshold": Float(0),  # > 1: never (see above)
+                 "key_distortion": Float(0, lo_open=True, also=(float("inf"),)), "gate_downsampling": Is(bool)}
+        for name, rule in rules.items():
+            if not rule.ok(getattr(self, name)):
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be {rule.describe()}")
 
     def levels(self, num_bins: int) -> tuple[int, ...]:
         """Static bin counts of the capacity levels for a block with `num_bins` bins, ascending;

@@ -26,15 +26,17 @@ def check_config(cfg) -> None:
     real dataset, its class count and folders (a missing one is a `DatasetError` naming it),
     all before anything is compiled."""
     from stmg_jax.config import ConfigError, check_input_size
-    from stmg_jax.train import dataset, net_config, stream_config
+    from everest_jax.fields import check
+    from stmg_jax.train import RUN_FIELDS, dataset, net_config, stream_config
 
+    check(cfg, RUN_FIELDS, whole=("net", "stream"))
     stream = stream_config(cfg)
     net = net_config(cfg)
     h, w = cfg.data.image_size
     check_input_size(h, w, stream, field="data.image_size")
     if cfg.batch_size % max(1, cfg.mesh.data * cfg.mesh.fsdp) and cfg.mesh.data > 0:
         raise ConfigError(f"batch_size={cfg.batch_size} is not divisible by the mesh's data axes")
-    source = cfg.data.get("source", "synthetic")
+    source = cfg.data.source
     if source == "synthetic":
         return
     for split in ("train", "eval"):
@@ -61,7 +63,7 @@ def run(cfg, workdir: str, log=print) -> dict:
         metrics.write(json.dumps({"phase": phase, "step": step, **values}) + "\n")
         metrics.flush()
 
-    if cfg.get("init_from"):
+    if cfg.init_from:
         net, _, params = load_params(cfg.init_from)
         if net != net_config(cfg):
             from stmg_jax.checkpoint import CheckpointError
@@ -69,7 +71,7 @@ def run(cfg, workdir: str, log=print) -> dict:
         net_vars = params["net"]
     else:
         dense = Trainer(cfg, "dense")
-        history = dense.fit(log_every=cfg.get("log_every", 50), log=log)
+        history = dense.fit(log_every=cfg.log_every, log=log)
         for i, h in enumerate(history):
             record("dense", i, h)
         net_vars = {"params": jax.tree.map(lambda x: x, dense.state.params)}
@@ -78,7 +80,7 @@ def run(cfg, workdir: str, log=print) -> dict:
     record("dense_eval", cfg.dense_steps, result)
     log(f"dense eval: {result}")
     gates = Trainer(cfg, "gates", net_vars=net_vars)
-    history = gates.fit(log_every=cfg.get("log_every", 50), log=log)
+    history = gates.fit(log_every=cfg.log_every, log=log)
     for i, h in enumerate(history):
         record("gates", i, h)
     result = evaluate(cfg, net_vars, gates.state.params)

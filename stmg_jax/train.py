@@ -33,6 +33,7 @@ import numpy as np
 import optax
 
 from everest_jax import optim, sharding
+from everest_jax.fields import Float, Int, Is, OneOf, check, prefixed
 from everest_jax.data import SyntheticVideos, normalize_video
 from everest_jax.train_state import TrainState, create_sharded_state
 from stmg_jax.config import ConfigError, SegNetConfig, StreamConfig
@@ -43,12 +44,37 @@ from stmg_jax.metrics import confusion, miou
 from stmg_jax.model import SegNet
 
 
+# Every field of an STMG run config (configs/stmg_*.py) but `net` and `stream` (SegNetConfig and
+# StreamConfig check their own): type and range, checked before anything is built.
+RUN_FIELDS = {
+    "seed": Int(0), "init_from": Is(str), "log_every": Int(1), "batch_size": Int(1), "dense_steps": Int(1),
+    "gate_steps": Int(1), "warmup_steps": Int(0),
+    "data.source": OneOf(("synthetic", "cityscapes", "camvid")), "data.root": Is(str), "data.num_examples": Int(1),
+    "data.num_eval_examples": Int(1), "data.num_frames": Int(2), "data.image_size": Is((tuple, list)),
+    "data.seed": Int(0), "data.camera_pan": Is(bool),
+    "gates.budget": Float(0, 1), "gates.ce_weight": Float(0), "gates.distill_weight": Float(0),
+    "gates.budget_weight": Float(0), "gates.tau": Float(0, lo_open=True),
+    **prefixed("optimizer", optim.FIELDS), **prefixed("gates.optimizer", optim.FIELDS),
+    **prefixed("mesh", sharding.MESH_FIELDS),
+}
+
+
+def _section(name: str, build, cfg_section) -> Any:
+    """Build a dataclass config from its section; its errors name the field as `name.field`."""
+    try:
+        return build(**cfg_section.to_dict())
+    except ConfigError as e:
+        raise ConfigError(f"{name}.{e}") from None
+    except TypeError as e:  # a field the dataclass does not have
+        raise ConfigError(f"{name}: {e}") from None
+
+
 def net_config(cfg: ml_collections.ConfigDict) -> SegNetConfig:
-    return SegNetConfig(**cfg.net.to_dict())
+    return _section("net", SegNetConfig, cfg.net)
 
 
 def stream_config(cfg: ml_collections.ConfigDict) -> StreamConfig:
-    return StreamConfig(**cfg.stream.to_dict())
+    return _section("stream", StreamConfig, cfg.stream)
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -59,7 +85,7 @@ def dataset(cfg: ml_collections.ConfigDict, split: str = "train"):
     """The train or eval source of `data.source` (eval: synthetic seed + 1000003, real: `val`);
     an unknown source or a missing root is a ConfigError, a missing folder a DatasetError."""
     d = cfg.data
-    source = d.get("source", "synthetic")
+    source = d.source
     if source == "synthetic":
         seed = d.seed if split == "train" else d.seed + 1_000_003
         n = d.num_examples if split == "train" else d.num_eval_examples
@@ -67,7 +93,7 @@ def dataset(cfg: ml_collections.ConfigDict, split: str = "train"):
                                seed=seed, camera_pan=d.camera_pan)
     if source not in SOURCES:
         raise ConfigError(f"data.source={source!r} is not one of synthetic, {', '.join(SOURCES)}")
-    if not d.get("root"):
+    if not d.root:
         raise ConfigError(f"data.root must name the {source} folder (data.source={source!r})")
     return SOURCES[source](d.root, "train" if split == "train" else "val", clip_length=2,
                            image_size=tuple(d.image_size))

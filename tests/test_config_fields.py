@@ -99,3 +99,60 @@ def test_every_model_field_refuses_invalid_values_naming_the_field(name, arg):
             else:
                 missing.append((f.name, value, "accepted"))
     assert not missing, missing
+
+
+STMG_CONFIGS = [("stmg_synthetic", None), ("stmg_synthetic", "128,resnet18"), ("stmg_cityscapes", None),
+                ("stmg_camvid", None)]
+
+
+@pytest.mark.parametrize("name, arg", STMG_CONFIGS, ids=[f"{n}:{a}" for n, a in STMG_CONFIGS])
+def test_every_stmg_run_field_refuses_invalid_values_naming_the_field(name, arg):
+    from stmg_jax.main import check_config
+    from stmg_jax.train import RUN_FIELDS
+
+    config = load(name, arg)
+    if config.data.source == "synthetic":
+        check_config(config)  # as shipped: valid
+    fields = flatten(config.to_dict(), stop=("net", "stream"))
+    assert set(fields) - {"net", "stream"} <= set(RUN_FIELDS), "a field without a rule"
+    for path in set(fields) - {"net", "stream"}:
+        for value in invalid(RUN_FIELDS[path]):
+            with pytest.raises(ConfigError, match=re.escape(path) + r"=.* must be"):
+                check_config(with_value(config, path, value))
+        with pytest.raises(ConfigError, match=re.escape(path + path[-1]) + " is not a config field"):
+            check_config(with_value(config, path + path[-1], 1))
+
+
+# Hand-written invalid values of the network and streaming fields.
+STMG_SECTION_INVALID = {
+    "net.num_classes": ["x", 0, 1.5], "net.widths": ["x", (16, 32), (16, 32, 64, 0)],
+    "net.blocks_per_stage": [(2, 2, 2), (2, 2, 2, -1)], "net.decoder_width": [0, "x"],
+    "net.residual_scale_init": ["x", math.nan], "stream.bin_grid": ["x", (0, 4), ((4, 4),) * 3],
+    "stream.capacities": ["x", (0.0,), (1.5,)], "stream.gate_threshold": [-0.1, "x"],
+    "stream.bin_threshold": [-1.0, None], "stream.key_every": [-1, 1.5], "stream.stem_threshold": [-0.1, "x"],
+    "stream.decoder_threshold": [-1, None], "stream.key_distortion": [0.0, -1.0, "x"],
+    "stream.gate_downsampling": ["yes", 2],
+}
+
+
+def test_every_stmg_network_and_stream_field_refuses_invalid_values_naming_the_field():
+    from stmg_jax.config import SegNetConfig, StreamConfig
+    from stmg_jax.main import check_config
+
+    config = load("stmg_synthetic", None)
+    names = {f"net.{f.name}" for f in dataclasses.fields(SegNetConfig)} | \
+        {f"stream.{f.name}" for f in dataclasses.fields(StreamConfig)}
+    assert names == set(STMG_SECTION_INVALID)
+    wrong = []
+    for path, values in STMG_SECTION_INVALID.items():
+        for value in values:
+            try:
+                check_config(with_value(config, path, value))
+            except ConfigError as e:
+                if path not in str(e):
+                    wrong.append((path, value, str(e)[:100]))
+            else:
+                wrong.append((path, value, "accepted"))
+    assert not wrong, wrong
+    with pytest.raises(ConfigError, match="net: .*num_clases"):
+        check_config(with_value(config, "net.num_clases", 3))

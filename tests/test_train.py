@@ -207,3 +207,25 @@ def test_cli_reports_config_errors_without_traceback(tmp_path):
     assert out.returncode != 0
     assert "model.num_frames=7 is not divisible by model.tubelet_size=2" in out.stderr + out.stdout
     assert "Traceback" not in out.stderr
+
+
+def test_evaluation_compiles_its_step_once_per_run(tmp_path, monkeypatch):
+    """Three evaluations (every 2 of 6 steps and at the end; 20 videos in batches of 8, the last
+    one partial) trace the classifier's inference once: the eval step is built once per run."""
+    from everest_jax.models import Classifier
+
+    traces, call = [], Classifier.__call__
+
+    def counting(self, video, keep_idx=None, *, train=False):
+        if not train:
+            traces.append(video.shape)
+        return call(self, video, keep_idx, train=train)
+
+    monkeypatch.setattr(Classifier, "__call__", counting)
+    config = small_config("finetune", total_steps=6, eval_every=2, log_every=2)
+    config.data.num_eval_examples, config.eval.batch_size = 20, 8
+    train.run(config, str(tmp_path))
+    evals = [m for m in read_metrics(tmp_path) if "eval_top1" in m]
+    assert [m["step"] for m in evals] == [2, 4, 6] and all(m["eval_videos"] == 20 for m in evals)
+    # Batch 1: the parameter init (and its abstract evaluation); 8 clips: the evaluations.
+    assert traces.count((8, 8, 32, 32, 3)) == 1 and len(traces) == 3, traces
