@@ -12,7 +12,6 @@ from everest_jax import checkpoint, optim, sharding, train
 from everest_jax.config import ConfigError
 
 
-
 def small_config(job="pretrain", **overrides):
     config = quickstart.get_config(f"job={job}")
     config.mesh.num_devices = 1  # these tests are about the loop, not the mesh
