@@ -46,8 +46,8 @@ from stmg_jax.model import SegNet
 
 # Every field of an STMG run config (configs/stmg_*.py) but `net` and `stream` (SegNetConfig and
 # StreamConfig check their own): type and range, checked before anything is built.
-RUN_FIELDS = {
-    "seed": Int(0), "init_from": Is(str), "log_every": Int(1), "batch_size": Int(1), "dense_steps": Int(1),
+RUN_FIELDS = {  # log_every 0: no progress lines
+    "seed": Int(0), "init_from": Is(str), "log_every": Int(0), "batch_size": Int(1), "dense_steps": Int(1),
     "gate_steps": Int(1), "warmup_steps": Int(0),
     "data.source": OneOf(("synthetic", "cityscapes", "camvid")), "data.root": Is(str), "data.num_examples": Int(1),
     "data.num_eval_examples": Int(1), "data.num_frames": Int(2), "data.image_size": Is((tuple, list)),

@@ -223,7 +223,7 @@ def test_real_dataset_configs_are_refused_before_compiling(tmp_path):
     with pytest.raises(ConfigError, match="data.root must name the cityscapes folder"):
         check_config(cfg)
     cfg.data.source = "kitti"
-    with pytest.raises(ConfigError, match="data.source='kitti' is not one of synthetic, cityscapes, camvid"):
+    with pytest.raises(ConfigError, match="data.source='kitti' must be one of 'synthetic', 'cityscapes', 'camvid'"):
         check_config(cfg)
     # the shipped CamVid config (384x480, its bin grids) is valid on a CamVid tree
     from configs.stmg_camvid import get_config as camvid_config
