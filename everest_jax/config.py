@@ -37,7 +37,7 @@ MODEL_FIELDS = {
     "use_mean_pooling": Is(bool), "head_dropout": _DROPOUT, "head_init_scale": Float(0), "drop_path": _DROPOUT,
     "masking": OneOf(MASKINGS), "selection_distance": OneOf(DISTANCES), "selection_order": OneOf(ORDERS),
     "pretrain_keep_ratio": _RATIO, "visible_ratio": _RATIO, "mask_ratio": _RATIO, "finetune_keep_ratio": _RATIO,
-    "dtype": OneOf(DTYPES), "remat": Is(bool), "scan": Is(bool),
+    "dtype": OneOf(DTYPES), "attention": OneOf(("auto", "xla", "cudnn")), "remat": Is(bool), "scan": Is(bool),
 }
 
 
@@ -112,6 +112,7 @@ class ModelConfig:
     finetune_keep_ratio: float = 0.6  # fine-tuning / inference rho; 1.0 = all tokens
     # Execution.
     dtype: str = "float32"
+    attention: str = "auto"  # jax.nn.dot_product_attention implementation: auto (JAX picks), xla, cudnn
     remat: bool = False
     scan: bool = False
 
@@ -162,6 +163,11 @@ class ModelConfig:
     @property
     def mlp_dim(self) -> int:
         return int(self.width * self.mlp_ratio)
+
+    @property
+    def attention_impl(self) -> str | None:
+        """`attention` as jax.nn.dot_product_attention's `implementation` argument."""
+        return None if self.attention == "auto" else self.attention
 
     @property
     def decoder_mlp_dim(self) -> int:

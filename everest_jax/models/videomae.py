@@ -54,7 +54,7 @@ class VideoEncoder(nn.Module):
         c = self.config
         self.patch_embed = TubeletEmbed(c)
         self.transformer = Transformer(c.depth, c.num_heads, c.mlp_dim, c.norm_eps, c.drop_path,
-                                       c.remat, c.scan, c.dtype)
+                                       c.remat, c.scan, c.dtype, c.attention_impl)
         self.norm = layer_norm(c.norm_eps, c.dtype) if self.final_norm else None
 
     def embed(self, video):
@@ -99,7 +99,7 @@ class PretrainingModel(nn.Module):
         x = jnp.concatenate([x + pos[visible_idx].astype(x.dtype),
                              (mask_token + pos[target_idx]).astype(x.dtype)], axis=1)
         x = Transformer(c.decoder_depth, c.decoder_heads, c.decoder_mlp_dim, c.norm_eps, 0.0,
-                        c.remat, c.scan, c.dtype, name="decoder")(x, deterministic=not train)
+                        c.remat, c.scan, c.dtype, c.attention_impl, name="decoder")(x, deterministic=not train)
         x = x[:, visible_idx.shape[1]:]
         x = layer_norm(c.head_norm_eps, c.dtype, "decoder_norm")(x)
         pred = nn.Dense(c.patch_dim, dtype=c.dtype, name="decoder_head",

@@ -79,6 +79,7 @@ class Attention(nn.Module):
 
     num_heads: int
     dtype: Any = jnp.float32
+    implementation: str | None = None  # jax.nn.dot_product_attention's: None (JAX picks), "xla", "cudnn"
 
     @nn.compact
     def __call__(self, x):
@@ -86,7 +87,7 @@ class Attention(nn.Module):
         q = HeadsDense(h, hd, True, True, self.dtype, name="query")(x)  # (B, N, H, hd)
         k = HeadsDense(h, hd, True, False, self.dtype, name="key")(x)
         v = HeadsDense(h, hd, True, True, self.dtype, name="value")(x)
-        out = jax.nn.dot_product_attention(q, k, v)
+        out = jax.nn.dot_product_attention(q, k, v, implementation=self.implementation)
         return HeadsDense(h, hd, False, True, self.dtype, name="out")(out)
 
 
@@ -128,6 +129,7 @@ class Block(nn.Module):
     eps: float = 1e-6
     deterministic: bool = True
     dtype: Any = jnp.float32
+    attention: str | None = None  # Attention.implementation
 
     @nn.compact
     def __call__(self, x, drop_rate=0.0):
@@ -138,7 +140,7 @@ class Block(nn.Module):
                 return y
             return drop_path(self.make_rng("dropout"), y, drop_rate)
 
-        x = x + residual(Attention(self.num_heads, self.dtype, name="attn")(
+        x = x + residual(Attention(self.num_heads, self.dtype, self.attention, name="attn")(
             layer_norm(self.eps, self.dtype, "norm1")(x)))
         x = x + residual(Mlp(self.mlp_dim, self.dtype, name="mlp")(
             layer_norm(self.eps, self.dtype, "norm2")(x)))
@@ -168,12 +170,13 @@ class Transformer(nn.Module):
     remat: bool = False
     scan: bool = False
     dtype: Any = jnp.float32
+    attention: str | None = None  # Attention.implementation
 
     @nn.compact
     def __call__(self, x, deterministic: bool = True):
         rates = np.linspace(0.0, self.drop_path, self.depth) if self.depth > 1 else np.zeros(1)
         kwargs = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, eps=self.eps,
-                      deterministic=deterministic, dtype=self.dtype)
+                      deterministic=deterministic, dtype=self.dtype, attention=self.attention)
         if self.scan:
             block = nn.remat(_ScannedBlock) if self.remat else _ScannedBlock
             stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
