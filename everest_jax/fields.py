@@ -74,13 +74,14 @@ class OneOf:
 
 @dataclasses.dataclass(frozen=True)
 class Is:
-    """A value of one type (bool, str, tuple...); `any` when only another check applies."""
+    """A value of a type (bool, str...) or of one of a tuple of types."""
 
-    kind: type | tuple = object
+    kind: type | tuple
 
     def describe(self) -> str:
-        names = {bool: "true or false", str: "a string", tuple: "a tuple"}
-        return names.get(self.kind, getattr(self.kind, "__name__", str(self.kind)))
+        names = {bool: "true or false", str: "a string", tuple: "a tuple", list: "a list"}
+        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+        return " or ".join(names.get(k, k.__name__) for k in kinds)
 
     def ok(self, v: Any) -> bool:
         return isinstance(v, self.kind)
