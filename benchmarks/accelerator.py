@@ -69,6 +69,17 @@ def is_oom(error: Exception) -> bool:
     return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
 
 
+def median_seconds(run, iters: int) -> float:
+    """One warm-up call of `run` (which blocks until done), then the median of `iters` timed calls."""
+    run()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def one_run(args, size, group, variant, attention, batch):
     """-> the run's record (status ok), raising on failure."""
     import jax
@@ -93,13 +104,7 @@ def one_run(args, size, group, variant, attention, batch):
     labels = jax.device_put(rng.integers(0, args.num_classes, (batch,), np.int32))
     params = everest_cost.init_params(model, video)
     cost, run = everest_cost.compile_variant(loss, params, video, labels, True)
-    run()
-    times = []
-    for _ in range(args.iters):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    step = statistics.median(times)
+    step = median_seconds(run, args.iters)
     flops = cost["gflops"] * 1e9 * batch
     return {"status": "ok", "step_ms": 1e3 * step, "clips_per_s": batch / step, "tokens_per_s": batch * tokens / step,
             "encoder_tokens": tokens, "tflops_per_s": flops / step / 1e12, "xla_peak_gib": cost["peak_gib"]}
@@ -136,14 +141,8 @@ def pytorch_reference(args, size, batch):
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 step()
             torch.cuda.synchronize()
-        run()
-        times = []
-        for _ in range(args.iters):
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-        out[name] = {"step_ms": 1e3 * statistics.median(times),
-                     "clips_per_s": batch / statistics.median(times)}
+        seconds = median_seconds(run, args.iters)
+        out[name] = {"step_ms": 1e3 * seconds, "clips_per_s": batch / seconds}
         del model
         torch.cuda.empty_cache()
     return out
