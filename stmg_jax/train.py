@@ -44,12 +44,14 @@ from stmg_jax.metrics import confusion, miou
 from stmg_jax.model import SegNet
 
 
+SOURCES = {"cityscapes": CityscapesSequences, "camvid": CamVidSequences}  # real datasets (data.source)
+
 # Every field of an STMG run config (configs/stmg_*.py) but `net` and `stream` (SegNetConfig and
 # StreamConfig check their own): type and range, checked before anything is built.
 RUN_FIELDS = {  # log_every 0: no progress lines
     "seed": Int(0), "init_from": Is(str), "log_every": Int(0), "batch_size": Int(1), "dense_steps": Int(1),
     "gate_steps": Int(1), "warmup_steps": Int(0),
-    "data.source": OneOf(("synthetic", "cityscapes", "camvid")), "data.root": Is(str), "data.num_examples": Int(1),
+    "data.source": OneOf(("synthetic", *SOURCES)), "data.root": Is(str), "data.num_examples": Int(1),
     "data.num_eval_examples": Int(1), "data.num_frames": Int(2), "data.image_size": Is((tuple, list)),
     "data.seed": Int(0), "data.camera_pan": Is(bool),
     "gates.budget": Float(0, 1), "gates.ce_weight": Float(0), "gates.distill_weight": Float(0),
@@ -78,9 +80,6 @@ def stream_config(cfg: ml_collections.ConfigDict) -> StreamConfig:
 
 
 # -- data -------------------------------------------------------------------------------------
-SOURCES = {"cityscapes": CityscapesSequences, "camvid": CamVidSequences}
-
-
 def dataset(cfg: ml_collections.ConfigDict, split: str = "train"):
     """The train or eval source of `data.source` (eval: synthetic seed + 1000003, real: `val`);
     an unknown source or a missing root is a ConfigError, a missing folder a DatasetError."""
