@@ -21,7 +21,7 @@ Targets of the issue on the synthetic videos: >= 3x fewer FLOPs and >= 2x frames
 1 mIoU point lost.
 
 Checkpoint: `--checkpoint DIR` (an STMG final/ directory from `python -m stmg_jax.main`); without
-one, the `--config` (default `configs/stmg_synthetic.py:128,resnet18`: the full-width ResNet-18 +
+one, the `--config` (default `configs/stmg_synthetic.py:side=128,network=resnet18`: the full-width ResNet-18 +
 SwiftNet decoder on 128x128 synthetic frames) is trained first into `--workdir` (default: a
 temporary folder) and the output says so. The network is fully convolutional: the videos run at
 `--size` (default 256x256), whatever size it was trained at.
@@ -60,7 +60,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefa
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("--checkpoint", default="", help="STMG final/ checkpoint; without it the config is trained first")
-    p.add_argument("--config", default=os.path.join(ROOT, "configs", "stmg_synthetic.py") + ":128,resnet18",
+    p.add_argument("--config", default=os.path.join(ROOT, "configs", "stmg_synthetic.py") + ":side=128,network=resnet18",
                    help="config trained when no --checkpoint is given (PATH or PATH:ARG)")
     p.add_argument("--workdir", default="", help="where that training writes (default: a temporary folder, removed)")
     p.add_argument("--dense-steps", type=int, default=None, help="override the config's dense_steps")

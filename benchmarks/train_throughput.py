@@ -35,15 +35,13 @@ def main(argv=None):
     args = parse_args(argv)
     if args.cpu_devices:
         os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.cpu_devices}"
-    import flax.linen as nn
     import jax
     import numpy as np
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from configs import quickstart
-    from everest_jax import optim, sharding, train
+    from everest_jax import sharding, train, trainer
     from everest_jax.config import ModelConfig
-    from everest_jax.train_state import create_sharded_state
 
     mesh_sizes = dict(zip(sharding.MESH_AXES, (int(x) for x in args.mesh.split(","))))
     mesh = sharding.make_mesh(mesh_sizes)
@@ -54,15 +52,10 @@ def main(argv=None):
         config.model.update(dict(size=args.model, num_frames=args.frames, image_size=(args.image_size,) * 2,
                                  patch_size=args.patch_size, dtype=args.dtype))
         model_config = ModelConfig.from_dict(config.model.to_dict())
-        model = train.make_model("pretrain", model_config)
-        init = train.params_initializer(model, model_config, 0)
-        schedule = optim.learning_rate_schedule(config.optimizer, args.batch, 1000, 10)
-        tx = optim.make_optimizer(config.optimizer, jax.eval_shape(lambda: nn.unbox(init())), schedule,
-                                  model_config.depth)
-        state, shardings = create_sharded_state(init, tx, mesh, sharding.DEFAULT_RULES)
-        batch_shardings = {"video": sharding.batch_sharding(mesh, 5), "label": sharding.batch_sharding(mesh, 1)}
-        step = train.make_train_step(config, model, tx, schedule, shardings, batch_shardings, mesh,
-                                     sharding.DEFAULT_RULES)
+        config.update(total_steps=1000, warmup_steps=10)
+        task, spec = train.PretrainTask(config, model_config), train.run_spec(config)
+        parts = trainer.setup(spec, task, mesh)
+        state, step = parts.fresh_state(task, mesh, spec.rules), parts.train_step
         rng = np.random.default_rng(0)
         local = {"video": rng.normal(size=(args.batch, args.frames, args.image_size, args.image_size, 3)).astype(np.float32),
                  "label": np.zeros((args.batch,), np.int32)}

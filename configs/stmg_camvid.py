@@ -13,7 +13,7 @@ from configs.stmg_real import real_config
 
 
 def get_config(arg=None):
-    del arg
+    """Argument (key=value): root, the dataset folder (or --config.data.root=...)."""
     # stage maps at 384x480: 96x120, 48x60, 24x30, 12x15
-    return real_config("camvid", 11, (384, 480), ((8, 8), (4, 4), (2, 2), (1, 1)),
-                       dense_steps=10_000, gate_steps=1_000, warmup_steps=300)
+    return real_config(arg, "camvid", 11, (384, 480), ((8, 8), (4, 4), (2, 2), (1, 1)),
+                            dense_steps=10_000, gate_steps=1_000, warmup_steps=300)

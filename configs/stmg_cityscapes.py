@@ -13,7 +13,7 @@ from configs.stmg_real import real_config
 
 
 def get_config(arg=None):
-    del arg
+    """Argument (key=value): root, the dataset folder (or --config.data.root=...)."""
     # stage maps at 512x1024: 128x256, 64x128, 32x64, 16x32
-    return real_config("cityscapes", 19, (512, 1024), ((8, 16), (8, 16), (4, 8), (2, 4)),
-                       dense_steps=20_000, gate_steps=2_000, warmup_steps=500)
+    return real_config(arg, "cityscapes", 19, (512, 1024), ((8, 16), (8, 16), (4, 8), (2, 4)),
+                            dense_steps=20_000, gate_steps=2_000, warmup_steps=500)

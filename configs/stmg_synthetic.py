@@ -5,15 +5,17 @@ Fields: net -> stmg_jax.config.SegNetConfig, stream -> StreamConfig, gates: loss
 FLOPs budget (fraction of the gateable blocks' branch FLOPs) and the generators' optimizer,
 optimizer: the dense phase's (everest_jax.optim fields), mesh: everest_jax.sharding mesh.
 
-The argument is the frame side (default 64), optionally followed by the network:
-`--config configs/stmg_synthetic.py:128` trains 128x128 frames with finer stage-0/1 bin grids (bins
-of 16 input pixels at stage 0), where partial compute's halo costs less than on the 64x64 grid;
-`:128,resnet18` trains the full-width ResNet-18 + SwiftNet decoder (widths 64-512, decoder 128,
-the Cityscapes/CamVid network) instead of the quarter-width CPU-sized default (widths 16-128,
-decoder 32).
+Arguments (key=value, as every config): `side` (64, 128 or 256; default 64) and `network`
+(quarter or resnet18). `--config configs/stmg_synthetic.py:side=128` trains 128x128 frames with
+finer stage-0/1 bin grids (bins of 16 input pixels at stage 0), where partial compute's halo costs
+less than on the 64x64 grid; `:side=128,network=resnet18` trains the full-width ResNet-18 +
+SwiftNet decoder (widths 64-512, decoder 128, the Cityscapes/CamVid network) instead of the
+quarter-width CPU-sized default (widths 16-128, decoder 32).
 """
 
 import ml_collections
+
+from configs.common import parse_arg
 
 
 # frame side -> bins per stage (stage s's map is side / 2**(s+2))
@@ -25,17 +27,18 @@ NETWORKS = {"quarter": ((16, 32, 64, 128), 32), "resnet18": ((64, 128, 256, 512)
 
 
 def get_config(arg=None):
-    side, _, network = (arg or "64").partition(",")
-    network = network or "quarter"
-    if not side.isdigit() or int(side) not in BIN_GRIDS or network not in NETWORKS:
-        raise ValueError(f"configs/stmg_synthetic.py:{arg}: expected SIDE[,NETWORK] with SIDE one of "
-                         f"{sorted(BIN_GRIDS)} and NETWORK one of {sorted(NETWORKS)}")
-    side = int(side)
-    widths, decoder_width = NETWORKS[network]
+    a = parse_arg(arg, side=64, network="quarter")
+    if a.side not in BIN_GRIDS or a.network not in NETWORKS:
+        raise ValueError(f"configs/stmg_synthetic.py:{arg}: side must be one of {sorted(BIN_GRIDS)} and "
+                         f"network one of {sorted(NETWORKS)}")
+    side, (widths, decoder_width) = a.side, NETWORKS[a.network]
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.init_from = ""  # an STMG checkpoint directory (e.g. a run's dense/): skip dense training
-    c.log_every = 50
+    c.log_every = 50  # 0: no per-step metrics
+    c.eval_every = 0  # evaluate every N steps of each phase (0: at each phase's end only)
+    c.nonfinite = "stop"  # or "skip": leave the state untouched and count the step
+    c.checkpoint = ml_collections.ConfigDict(dict(every_steps=50, keep=2, async_save=True))
     c.net = ml_collections.ConfigDict(dict(
         num_classes=2, widths=widths, blocks_per_stage=(2, 2, 2, 2), decoder_width=decoder_width,
         residual_scale_init=0.0))

@@ -3,12 +3,12 @@ weight decay off biases/norms/mask token, layer-wise lr decay, clipping and accu
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
@@ -22,7 +22,26 @@ FIELDS = {
 }
 
 
-def learning_rate_schedule(opt: ml_collections.ConfigDict, global_batch: int, total_steps: int,
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """A settled optimizer section (fields as in `FIELDS`; checked there before this is built)."""
+
+    base_lr: float = 1e-3
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-5
+    b1: float = 0.9
+    b2: float = 0.95
+    weight_decay: float = 0.05
+    layer_decay: float = 1.0
+    grad_clip_norm: float = 0.0
+    grad_accum_steps: int = 1
+
+    @classmethod
+    def from_section(cls, section) -> "OptimizerConfig":
+        return cls(**(section.to_dict() if hasattr(section, "to_dict") else dict(section)))
+
+
+def learning_rate_schedule(opt: OptimizerConfig, global_batch: int, total_steps: int,
                            warmup_steps: int) -> optax.Schedule:
     """Linear warmup from warmup_lr to base_lr, cosine to min_lr; all three scaled by batch/256."""
     scale = global_batch / 256
@@ -71,7 +90,7 @@ def scale_by_tree(scales: Any) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 
-def make_optimizer(opt: ml_collections.ConfigDict, params: Any, schedule: optax.Schedule,
+def make_optimizer(opt: OptimizerConfig, params: Any, schedule: optax.Schedule,
                    encoder_depth: int) -> optax.GradientTransformation:
     parts = []
     if opt.grad_clip_norm:

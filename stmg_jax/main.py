@@ -5,15 +5,15 @@ Overrides as in everest_jax: --config.dense_steps=100 --config.gates.budget=0.2 
 Runs the two phases: dense training of the segmentation network (skipped when
 --config.init_from names an STMG checkpoint directory, whose network is then loaded and must match
 config.net), then gate training with the network frozen. Writes to the workdir: config.json,
-metrics.jsonl (one JSON object per logged step and per evaluation), dense/ (network only) and
-final/ (network + generators + stream config), both `stmg_jax.checkpoint` directories that
-`python -m stmg_jax.stream_eval --checkpoint DIR/final ...` reads. Every config value is checked
-before anything compiles (`config error: ...` naming the field). No mid-run resume yet.
+metrics.jsonl (one JSON object per logged step and per evaluation, with its phase) and
+tensorboard/, checkpoints/{dense,gates}/ (a killed run started again resumes where it stopped),
+dense/ (network only) and final/ (network + generators + stream config), both `stmg_jax.checkpoint`
+directories that `python -m stmg_jax.stream_eval --checkpoint DIR/final ...` reads. Every config
+value is checked before anything compiles (`config error: ...` naming the field).
 """
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 from absl import app, flags, logging
@@ -47,47 +47,28 @@ def check_config(cfg) -> None:
 
 
 def run(cfg, workdir: str, log=print) -> dict:
-    """Both phases; returns the final evaluation (dense/STMG mIoU, cost, agreement)."""
-    import jax
-
-    from stmg_jax.checkpoint import load_params, save_params
-    from stmg_jax.train import Trainer, evaluate, net_config, stream_config
+    """Both phases on the shared trainer core (each resumes from its checkpoints after a kill);
+    returns the final evaluation (dense/STMG mIoU, cost, agreement)."""
+    from everest_jax import trainer
+    from stmg_jax.checkpoint import CheckpointError, load_params
+    from stmg_jax.train import DenseTask, GateTask, net_config, phase_spec
 
     check_config(cfg)
     work = pathlib.Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.json").write_text(cfg.to_json_best_effort(indent=2))
-    metrics = open(work / "metrics.jsonl", "a")
-
-    def record(phase, step, values):
-        metrics.write(json.dumps({"phase": phase, "step": step, **values}) + "\n")
-        metrics.flush()
-
     if cfg.init_from:
         net, _, params = load_params(cfg.init_from)
         if net != net_config(cfg):
-            from stmg_jax.checkpoint import CheckpointError
             raise CheckpointError(f"{cfg.init_from}: network {net} differs from config.net {net_config(cfg)}")
         net_vars = params["net"]
     else:
-        dense = Trainer(cfg, "dense")
-        history = dense.fit(log_every=cfg.log_every, log=log)
-        for i, h in enumerate(history):
-            record("dense", i, h)
-        net_vars = {"params": jax.tree.map(lambda x: x, dense.state.params)}
-        save_params(work / "dense", {"net": net_vars}, net_config(cfg))
-    result = evaluate(cfg, net_vars)
-    record("dense_eval", cfg.dense_steps, result)
-    log(f"dense eval: {result}")
-    gates = Trainer(cfg, "gates", net_vars=net_vars)
-    history = gates.fit(log_every=cfg.log_every, log=log)
-    for i, h in enumerate(history):
-        record("gates", i, h)
-    result = evaluate(cfg, net_vars, gates.state.params)
-    record("gates_eval", cfg.gate_steps, result)
-    log(f"STMG eval: {result}")
-    save_params(work / "final", {"net": net_vars, "gen": gates.state.params}, net_config(cfg), stream_config(cfg))
-    metrics.close()
+        result, params = trainer.run(phase_spec(cfg, "dense"), work, DenseTask(cfg))
+        log(f"dense eval: dense_miou={result['dense_miou']:.4g}")
+        net_vars = {"params": params}
+    result, _ = trainer.run(phase_spec(cfg, "gates"), work, GateTask(cfg, net_vars))
+    result = {k: result[k] for k in ("dense_miou", "stmg_miou", "cost", "agreement")}
+    log("STMG eval: " + ", ".join(f"{k}={v:.4g}" for k, v in result.items()))
     return result
 
 

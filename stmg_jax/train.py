@@ -1,41 +1,39 @@
-"""Training STMG: the dense network first, then the gates (mask generators) with the network frozen.
-
-Reused from `everest_jax`: `train_state.TrainState` / `create_sharded_state` (the state is created
-on the config's mesh; STMG's parameters carry no logical axis names, so they are replicated and
-the batch is split over the mesh's data axes: plain data parallelism), `optim.make_optimizer` /
-`learning_rate_schedule` (AdamW, warmup + cosine, lr scaled by batch / 256, no decay on
-scales/biases) and `sharding.make_mesh` / `batch_sharding`.
+"""STMG's two training phases as tasks on the shared core (`everest_jax.trainer`):
+`DenseTask` trains the segmentation network, then `GateTask` the gates (mask generators) with
+the network frozen. Each phase checkpoints under `<workdir>/checkpoints/{dense,gates}/` and
+resumes exactly; parameters are replicated and the batch split over the mesh's data axes (data
+parallelism: rules for a conv net, whose parameters carry no logical axis names).
 
 Data (`data.source`): consecutive frame pairs (t-1, t) with frame t's per-pixel labels, from
   synthetic   `everest_jax.data.synthetic.SyntheticVideos` (2 classes: background, moving shape)
   cityscapes  `stmg_jax.data.CityscapesSequences` under `data.root` (19 classes)
   camvid      `stmg_jax.data.CamVidSequences` under `data.root` (11 classes)
 Label 255 (`IGNORE`: Cityscapes' unlabelled ids, CamVid's void) is left out of the cross-entropy
-and of the confusion matrix / mIoU. `pairs(data, ...)` is a pure function of (seed, step), so a
-run's batches do not depend on anything else.
+and of the confusion matrix / mIoU. Batch `step` is `pairs(data, ...)`, a pure function of
+(seed, step), served by a Grain iterator whose position is checkpointed.
 
-Losses (`gate_loss`): ce_weight * CE(student logits, labels)
-                      + distill_weight * KL(softmax(dense teacher logits) || softmax(student))
-                      + budget_weight * (mean cost - budget)^2,
+Losses (`GateTask.loss`): ce_weight * CE(student logits, labels)
+                          + distill_weight * KL(softmax(dense teacher logits) || softmax(student))
+                          + budget_weight * (mean cost - budget)^2,
 cost = fraction of the gateable blocks' branch FLOPs selected (`masked.masked_forward`); the
 teacher is the frozen dense network on frame t. Only the generators' parameters are trained.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Iterator
+from typing import Any
 
+import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 
-from everest_jax import optim, sharding
-from everest_jax.fields import Float, Int, Is, OneOf, check, prefixed
+from everest_jax import optim, sharding, trainer
+from everest_jax.fields import Float, Int, Is, OneOf, prefixed
 from everest_jax.data import SyntheticVideos, normalize_video
-from everest_jax.train_state import TrainState, create_sharded_state
+from stmg_jax.checkpoint import save_params
 from stmg_jax.config import ConfigError, SegNetConfig, StreamConfig
 from stmg_jax.data import IGNORE, CamVidSequences, CityscapesSequences, pairs_batch
 from stmg_jax.generator import init_generators
@@ -49,15 +47,15 @@ SOURCES = {"cityscapes": CityscapesSequences, "camvid": CamVidSequences}  # real
 # Every field of an STMG run config (configs/stmg_*.py) but `net` and `stream` (SegNetConfig and
 # StreamConfig check their own): type and range, checked before anything is built.
 RUN_FIELDS = {  # log_every 0: no progress lines
-    "seed": Int(0), "init_from": Is(str), "log_every": Int(0), "batch_size": Int(1), "dense_steps": Int(1),
-    "gate_steps": Int(1), "warmup_steps": Int(0),
+    "seed": Int(0), "init_from": Is(str), "log_every": Int(0), "eval_every": Int(0), "batch_size": Int(1),
+    "dense_steps": Int(1), "gate_steps": Int(1), "warmup_steps": Int(0), "nonfinite": OneOf(("stop", "skip")),
     "data.source": OneOf(("synthetic", *SOURCES)), "data.root": Is(str), "data.num_examples": Int(1),
     "data.num_eval_examples": Int(1), "data.num_frames": Int(2), "data.image_size": Is((tuple, list)),
     "data.seed": Int(0), "data.camera_pan": Is(bool),
     "gates.budget": Float(0, 1), "gates.ce_weight": Float(0), "gates.distill_weight": Float(0),
     "gates.budget_weight": Float(0), "gates.tau": Float(0, lo_open=True),
     **prefixed("optimizer", optim.FIELDS), **prefixed("gates.optimizer", optim.FIELDS),
-    **prefixed("mesh", sharding.MESH_FIELDS),
+    **prefixed("mesh", sharding.MESH_FIELDS), **prefixed("checkpoint", trainer.CHECKPOINT_FIELDS),
 }
 
 
@@ -132,87 +130,37 @@ def distillation(student: jax.Array, teacher: jax.Array) -> jax.Array:
     return jnp.mean(jnp.sum(jnp.exp(t) * (t - jax.nn.log_softmax(student)), axis=-1))
 
 
-# -- states and steps -------------------------------------------------------------------------
-@dataclasses.dataclass
-class Trainer:
-    """Builds the optimizer, the state and the jitted steps for one phase ('dense' or 'gates')."""
-
-    cfg: ml_collections.ConfigDict
-    phase: str
-    net_vars: Any = None  # frozen network variables (phase 'gates')
-
-    def __post_init__(self):
-        cfg = self.cfg
-        self.net_cfg, self.stream_cfg = net_config(cfg), stream_config(cfg)
-        self.mesh = sharding.make_mesh(cfg.mesh.to_dict())
-        self.steps = cfg.dense_steps if self.phase == "dense" else cfg.gate_steps
-        self._data = {}
-        hw = tuple(cfg.data.image_size)
-        if self.phase == "dense":
-            init = lambda: SegNet(self.net_cfg).init(jax.random.key(cfg.seed), jnp.zeros((1, *hw, 3)))["params"]
-            opt_cfg = cfg.optimizer
-        else:
-            init = lambda: init_generators(jax.random.key(cfg.seed + 1), self.net_cfg, self.stream_cfg)
-            opt_cfg = cfg.gates.optimizer
-        schedule = optim.learning_rate_schedule(opt_cfg, cfg.batch_size, self.steps, cfg.warmup_steps)
-        abstract = jax.eval_shape(init)
-        self.tx = optim.make_optimizer(opt_cfg, abstract, schedule, encoder_depth=0)
-        self.state, self.shardings = create_sharded_state(init, self.tx, self.mesh, sharding.DEFAULT_RULES)
-        self.train_step = jax.jit(self._dense_step if self.phase == "dense" else self._gate_step,
-                                  donate_argnums=0)
-
-    def batch(self, step: int, split: str = "train") -> dict[str, jax.Array]:
-        if split not in self._data:
-            self._data[split] = dataset(self.cfg, split)
-        b = pairs(self._data[split], self.cfg.batch_size, step, self.cfg.data.seed + (0 if split == "train" else 7))
-        return {k: jax.device_put(v, sharding.batch_sharding(self.mesh, v.ndim)) for k, v in b.items()}
-
-    def _apply_grads(self, state: TrainState, grads) -> TrainState:
-        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-        return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                             opt_state=opt_state)
-
-    def _dense_step(self, state: TrainState, batch):
-        def loss_fn(p):
-            return cross_entropy(SegNet(self.net_cfg).apply({"params": p}, batch["cur"]), batch["label"])
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
-        return self._apply_grads(state, grads), {"loss": loss}
-
-    def _gate_step(self, state: TrainState, batch):
-        g = self.cfg.gates
-        teacher = jax.lax.stop_gradient(SegNet(self.net_cfg).apply(self.net_vars, batch["cur"]))
-        key = jax.random.fold_in(jax.random.key(self.cfg.seed + 2), state.step)
-
-        def loss_fn(p):
-            logits, aux = masked_forward(self.net_cfg, self.stream_cfg, {"net": self.net_vars, "gen": p},
-                                         batch["prev"], batch["cur"], key=key, tau=g.tau)
-            ce, kl = cross_entropy(logits, batch["label"]), distillation(logits, teacher)
-            cost = jnp.mean(aux["cost"])
-            loss = g.ce_weight * ce + g.distill_weight * kl + g.budget_weight * (cost - g.budget) ** 2
-            return loss, {"loss": loss, "ce": ce, "distill": kl, "cost": cost}
-        (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        return self._apply_grads(state, grads), metrics
-
-    def fit(self, log_every: int = 0, log=print) -> list[dict[str, float]]:
-        history = []
-        for step in range(self.steps):
-            self.state, metrics = self.train_step(self.state, self.batch(step))
-            metrics = {k: float(v) for k, v in metrics.items()}
-            history.append(metrics)
-            if log_every and (step % log_every == 0 or step == self.steps - 1):
-                log(f"[{self.phase}] step {step} " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-        return history
+# -- tasks ------------------------------------------------------------------------------------
+def phase_spec(cfg: ml_collections.ConfigDict, phase: str) -> trainer.RunSpec:
+    """The core's settings of phase 'dense' or 'gates' (gates: its own steps, optimizer, seed + 2)."""
+    dense = phase == "dense"
+    return trainer.RunSpec.from_config(
+        cfg, total_steps=cfg.dense_steps if dense else cfg.gate_steps, seed=cfg.seed if dense else cfg.seed + 2,
+        optimizer=optim.OptimizerConfig.from_section(cfg.optimizer if dense else cfg.gates.optimizer),
+        rules=(), tag=phase)
 
 
-def evaluate(cfg: ml_collections.ConfigDict, net_vars, gen_vars=None, num_batches: int = 4) -> dict[str, float]:
-    """mIoU (%) of the dense network and, with `gen_vars`, of STMG's masked forward in eval mode
-    (no noise, the streaming thresholds) on held-out frame pairs, plus STMG's mean cost fraction."""
+def train_batches(cfg: ml_collections.ConfigDict, local_batch: int, process_index: int):
+    """Endless local batches: this process's rows of `pairs(train data, batch_size, step)`."""
+    data = dataset(cfg, "train")
+    lo = process_index * local_batch
+
+    def batch(step):
+        return {k: v[lo:lo + local_batch] for k, v in pairs(data, cfg.batch_size, step, cfg.data.seed).items()}
+    return iter(grain.MapDataset.range(1 << 62).map(batch).to_iter_dataset(
+        grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)))
+
+
+def make_evaluator(cfg: ml_collections.ConfigDict, num_batches: int = 4):
+    """-> evaluate(net_vars, gen_vars=None): mIoU (%) of the dense network and, with `gen_vars`, of
+    STMG's masked forward in eval mode (no noise, the streaming thresholds) on held-out frame pairs,
+    with STMG's mean cost fraction and its agreement with the dense network. Compiled once."""
     net_cfg, stream_cfg = net_config(cfg), stream_config(cfg)
     data = dataset(cfg, "eval")
     k = net_cfg.num_classes
 
     @jax.jit
-    def run(batch):
+    def run(net_vars, gen_vars, batch):
         dense = SegNet(net_cfg).apply(net_vars, batch["cur"])
         out = {"dense": confusion(dense, batch["label"], k)}
         if gen_vars is not None:
@@ -222,13 +170,73 @@ def evaluate(cfg: ml_collections.ConfigDict, net_vars, gen_vars=None, num_batche
                        agreement=jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(dense, -1)))
         return out
 
-    acc: dict[str, Any] = {}
-    for b in range(num_batches):
-        out = run(pairs(data, cfg.batch_size, b, cfg.data.seed + 7))
-        for key, v in out.items():
-            acc[key] = acc.get(key, 0) + np.asarray(v)
-    result = {"dense_miou": miou(acc["dense"])}
-    if gen_vars is not None:
-        result.update(stmg_miou=miou(acc["stmg"]), cost=float(acc["cost"]) / num_batches,
-                      agreement=float(acc["agreement"]) / num_batches)
-    return result
+    def evaluate(net_vars, gen_vars=None) -> dict[str, float]:
+        acc: dict[str, Any] = {}
+        for b in range(num_batches):
+            for key, v in run(net_vars, gen_vars, pairs(data, cfg.batch_size, b, cfg.data.seed + 7)).items():
+                acc[key] = acc.get(key, 0) + np.asarray(v)
+        result = {"dense_miou": miou(acc["dense"])}
+        if gen_vars is not None:
+            result.update(stmg_miou=miou(acc["stmg"]), cost=float(acc["cost"]) / num_batches,
+                          agreement=float(acc["agreement"]) / num_batches)
+        return result
+    return evaluate
+
+
+class DenseTask(trainer.Task):
+    """Phase 1: the segmentation network, per-pixel cross-entropy on frame t; exports `dense/`."""
+
+    batch_keys = ("cur", "label")
+    units = {"frames": 1.0}
+
+    def __init__(self, cfg: ml_collections.ConfigDict):
+        self.cfg, self.net_cfg, self.stream_cfg = cfg, net_config(cfg), stream_config(cfg)
+
+    def init_params(self):
+        hw = tuple(self.cfg.data.image_size)
+        return SegNet(self.net_cfg).init(jax.random.key(self.cfg.seed), jnp.zeros((1, *hw, 3)))["params"]
+
+    def loss(self, params, batch, rng):
+        return cross_entropy(SegNet(self.net_cfg).apply({"params": params}, batch["cur"]), batch["label"]), {}
+
+    def train_data(self, local_batch, process_index, process_count):
+        return train_batches(self.cfg, local_batch, process_index)
+
+    def evaluator(self, mesh, rules, param_shardings):
+        evaluate = make_evaluator(self.cfg)
+        return lambda params: evaluate({"params": params})
+
+    def export(self, workdir, params):
+        save_params(workdir / "dense", {"net": {"params": params}}, self.net_cfg)
+        return {}
+
+
+class GateTask(DenseTask):
+    """Phase 2: the mask generators on frame pairs, the network (`net_vars`) frozen; exports `final/`."""
+
+    batch_keys = ("prev", "cur", "label")
+
+    def __init__(self, cfg: ml_collections.ConfigDict, net_vars: Any):
+        super().__init__(cfg)
+        self.net_vars = net_vars
+
+    def init_params(self):
+        return init_generators(jax.random.key(self.cfg.seed + 1), self.net_cfg, self.stream_cfg)
+
+    def loss(self, params, batch, rng):
+        g = self.cfg.gates
+        teacher = jax.lax.stop_gradient(SegNet(self.net_cfg).apply(self.net_vars, batch["cur"]))
+        logits, aux = masked_forward(self.net_cfg, self.stream_cfg, {"net": self.net_vars, "gen": params},
+                                     batch["prev"], batch["cur"], key=rng, tau=g.tau)
+        ce, kl = cross_entropy(logits, batch["label"]), distillation(logits, teacher)
+        cost = jnp.mean(aux["cost"])
+        loss = g.ce_weight * ce + g.distill_weight * kl + g.budget_weight * (cost - g.budget) ** 2
+        return loss, {"ce": ce, "distill": kl, "cost": cost}
+
+    def evaluator(self, mesh, rules, param_shardings):
+        evaluate = make_evaluator(self.cfg)
+        return lambda params: evaluate(self.net_vars, params)
+
+    def export(self, workdir, params):
+        save_params(workdir / "final", {"net": self.net_vars, "gen": params}, self.net_cfg, self.stream_cfg)
+        return {"final_params": str(workdir / "final")}

@@ -101,7 +101,7 @@ def test_every_model_field_refuses_invalid_values_naming_the_field(name, arg):
     assert not missing, missing
 
 
-STMG_CONFIGS = [("stmg_synthetic", None), ("stmg_synthetic", "128,resnet18"), ("stmg_cityscapes", None),
+STMG_CONFIGS = [("stmg_synthetic", None), ("stmg_synthetic", "side=128,network=resnet18"), ("stmg_cityscapes", None),
                 ("stmg_camvid", None)]
 
 

@@ -11,12 +11,11 @@ import pytest
 from conftest import sample_video_path
 
 from configs import quickstart
-from everest_jax import inputs, objectives, optim, selection, sharding, train
+from everest_jax import inputs, objectives, selection, sharding, train, trainer
 from everest_jax.config import ConfigError, ModelConfig
 from everest_jax.data import decode, sampling
 from everest_jax.models import TubeletEmbed
 from everest_jax.targets import reconstruction_loss
-from everest_jax.train_state import create_sharded_state
 
 
 def candidate_config(num_frames=8, tubelet=2, alpha=1.5, masking="everest"):
@@ -38,14 +37,9 @@ def test_train_step_chooses_the_pairs_the_selection_functions_choose(num_frames,
     model_config = train.validate(config)
     assert inputs.clip_frames(config, model_config) == candidates
     mesh = sharding.make_mesh(config.mesh.to_dict())
-    rules = sharding.DEFAULT_RULES
-    model = train.make_model("pretrain", model_config)
-    init = train.params_initializer(model, model_config, config.seed)
-    schedule = optim.learning_rate_schedule(config.optimizer, config.batch_size, config.total_steps, 0)
-    tx = optim.make_optimizer(config.optimizer, nn.unbox(jax.eval_shape(init)), schedule, model_config.depth)
-    state, shardings = create_sharded_state(init, tx, mesh, rules)
-    batch_shardings = {"video": sharding.batch_sharding(mesh, 5), "label": sharding.batch_sharding(mesh, 1)}
-    step = train.make_train_step(config, model, tx, schedule, shardings, batch_shardings, mesh, rules)
+    task, spec = train.PretrainTask(config, model_config), train.run_spec(config)
+    parts = trainer.setup(spec, task, mesh)  # the real step of `python -m everest_jax.main`
+    state, step, model = parts.fresh_state(task, mesh, spec.rules), parts.train_step, task.model
 
     local = next(inputs.train_iterator(config, model_config, config.batch_size, 0, 1))
     assert local["video"].shape == (8, candidates, 32, 32, 3)  # the pipeline delivers 2*alpha*tau frames
@@ -68,9 +62,16 @@ def test_train_step_chooses_the_pairs_the_selection_functions_choose(num_frames,
     clip = selection.gather_frame_pairs(video, jnp.asarray(want), tubelet)
     np.testing.assert_array_equal(clip[:, :tubelet], video[np.arange(8)[:, None], want[:, :1] * tubelet
                                                             + np.arange(tubelet)])
+    # On the step's mesh (a near-tie in the token ranking may break otherwise on another layout).
     mask_rng, dropout_rng = jax.random.split(rng)
-    pred, aux = model.apply({"params": params}, clip, train=True, rngs={"masking": mask_rng, "dropout": dropout_rng})
-    loss = reconstruction_loss(pred, clip, aux["target_idx"], tubelet, model_config.patch_size)
+
+    def hand_loss(p, x):
+        pred, aux = model.apply({"params": p}, x, train=True, rngs={"masking": mask_rng, "dropout": dropout_rng})
+        return reconstruction_loss(pred, x, aux["target_idx"], tubelet, model_config.patch_size), aux
+
+    with jax.set_mesh(mesh), nn.logical_axis_rules(spec.rules):
+        loss, aux = jax.jit(hand_loss)(jax.device_put(params, parts.shardings.params),
+                                       jax.device_put(clip, sharding.batch_sharding(mesh, 5)))
     np.testing.assert_allclose(float(metrics["loss"]), float(loss), rtol=1e-5)
     assert aux["visible_idx"].shape == (8, model_config.pretrain_counts[0])  # the masking's own counts
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from configs import quickstart
-from everest_jax import optim, sharding, train
+from everest_jax import sharding, train, trainer
 from everest_jax.config import ModelConfig
-from everest_jax.train_state import bytes_per_device, create_sharded_state
+from everest_jax.train_state import bytes_per_device
 
 MESHES = {
     "1": dict(data=1, fsdp=1, tensor=1),
@@ -34,16 +34,11 @@ def setup(config, mesh_config):
     model_config = ModelConfig.from_dict(config.model.to_dict())
     devices = jax.devices()[: int(np.prod(list(mesh_config.values())))]
     mesh = sharding.make_mesh(mesh_config, devices)
-    rules = sharding.DEFAULT_RULES
-    model = train.make_model(config.job, model_config)
-    init = train.params_initializer(model, model_config, config.seed)
-    schedule = optim.learning_rate_schedule(config.optimizer, config.batch_size, config.total_steps, config.warmup_steps)
-    abstract = jax.eval_shape(lambda: __import__("flax").linen.unbox(init()))
-    tx = optim.make_optimizer(config.optimizer, abstract, schedule, model_config.depth)
-    state, shardings = create_sharded_state(init, tx, mesh, rules)
-    batch_shardings = {"video": sharding.batch_sharding(mesh, 5), "label": sharding.batch_sharding(mesh, 1)}
-    step = train.make_train_step(config, model, tx, schedule, shardings, batch_shardings, mesh, rules)
-    loss_fn = train.make_loss_fn(config, model)
+    task = (train.PretrainTask if config.job == "pretrain" else train.FinetuneTask)(config, model_config)
+    spec = train.run_spec(config)
+    rules = spec.rules
+    parts = trainer.setup(spec, task, mesh)  # the trainer core's step
+    state, step, shardings, loss_fn = parts.fresh_state(task, mesh, rules), parts.train_step, parts.shardings, task.loss
 
     def grads(params, batch, rng):
         with jax.set_mesh(mesh), __import__("flax").linen.logical_axis_rules(rules):

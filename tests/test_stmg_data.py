@@ -182,7 +182,8 @@ def _cityscapes_config(root):
     cfg.net.update(widths=(8, 8, 16, 16), decoder_width=8)
     cfg.stream.bin_grid = (1, 1)
     cfg.data.update(root=str(root), image_size=(32, 64))
-    cfg.update(batch_size=4, dense_steps=60, gate_steps=3, warmup_steps=2, log_every=0)
+    cfg.update(batch_size=4, dense_steps=60, gate_steps=3, warmup_steps=2, log_every=1)
+    cfg.checkpoint.async_save = False
     cfg.optimizer.base_lr = 0.5
     return cfg
 
@@ -199,7 +200,7 @@ def test_stmg_trains_on_a_cityscapes_tree(tmp_path):
     result = run(cfg, str(tmp_path / "work"), log=lambda *_: None)
     import json
     lines = [json.loads(l) for l in open(tmp_path / "work" / "metrics.jsonl")]
-    dense = [l["loss"] for l in lines if l["phase"] == "dense"]
+    dense = [l["loss"] for l in lines if l["phase"] == "dense" and "loss" in l]
     assert np.mean(dense[-5:]) < 0.3 * dense[0], (dense[0], dense[-5:])
     # three labelled column bands (road, car, bicycle); a network that learned them scores high
     assert result["dense_miou"] > 80, result

@@ -1,6 +1,8 @@
 """STMG gate training: straight-through Gumbel-sigmoid, masked compute semantics, losses, metrics,
 and a few gate-training steps that move the FLOPs cost toward the budget."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +15,8 @@ from stmg_jax.masked import gumbel_sigmoid_st, masked_forward
 from stmg_jax.model import SegNet
 from stmg_jax.testing import random_net_variables
 from stmg_jax.metrics import confusion, miou
-from stmg_jax.train import Trainer, distillation, frame_pairs, dataset
+from everest_jax import trainer
+from stmg_jax.train import GateTask, dataset, distillation, frame_pairs, phase_spec
 
 NET = SegNetConfig(num_classes=3, widths=(16, 32, 64, 128), decoder_width=32)
 STREAM = StreamConfig(bin_grid=((4, 4), (4, 4), (2, 2), (1, 1)))
@@ -91,25 +94,27 @@ def test_frame_pairs_are_consecutive_frames_with_masks():
     assert np.abs(b["cur"] - b["prev"]).mean() > 0     # the shape moved between t-1 and t
 
 
-def test_gate_training_moves_cost_to_the_budget():
-    """Only the budget term: a few steps push the selected FLOPs fraction down toward 0."""
+def test_gate_training_moves_cost_to_the_budget(tmp_path):
+    """Only the budget term: a few steps of the gate phase on the trainer core push the selected
+    FLOPs fraction down toward 0."""
     cfg = get_config()
     cfg.net.num_classes = 2
-    cfg.data.num_examples, cfg.batch_size, cfg.gate_steps = 32, 4, 8
+    cfg.data.num_examples, cfg.batch_size, cfg.gate_steps, cfg.log_every = 32, 4, 8, 1
     cfg.gates.update(budget=0.0, ce_weight=0.0, distill_weight=0.0, budget_weight=10.0)
     cfg.warmup_steps = 1
     cfg.gates.optimizer.base_lr = 2.56  # lr 0.04 at batch 4
+    cfg.checkpoint.async_save = False
     net_vars = random_net_variables(SegNetConfig(**cfg.net.to_dict()), (64, 64), seed=2)
-    trainer = Trainer(cfg, "gates", net_vars=net_vars)
-    before = jax.tree.map(np.asarray, trainer.state.params)
-    history = trainer.fit()
-    costs = [h["cost"] for h in history]
+    task = GateTask(cfg, net_vars)
+    before = jax.tree.map(np.asarray, jax.jit(task.init_params)())
+    final, after = trainer.run(phase_spec(cfg, "gates"), tmp_path, task)
+    costs = [m["cost"] for m in map(json.loads, open(tmp_path / "metrics.jsonl")) if "cost" in m and "loss" in m]
+    assert len(costs) == 8 and final["step"] == 8
     assert costs[0] > 0.2, costs
     assert np.mean(costs[-3:]) < 0.5 * costs[0], costs
-    assert int(trainer.state.step) == 8
     # the generators' thresholds moved (gradients flow through the straight-through gates)
-    after = trainer.state.params
     assert float(after["block_0"]["params"]["bin_threshold"]) > float(before["block_0"]["params"]["bin_threshold"])
+    assert (tmp_path / "final" / "stmg.json").exists()
 
 
 def test_cli_config_checks_name_the_field():
@@ -127,14 +132,15 @@ def test_cli_config_checks_name_the_field():
 
 
 def test_synthetic_config_network_argument():
-    """configs/stmg_synthetic.py:SIDE[,NETWORK]: the quarter-width CPU network by default, the
-    full-width ResNet-18 + SwiftNet-128 decoder with ',resnet18'; anything else is refused."""
+    """configs/stmg_synthetic.py:side=S,network=N: the quarter-width CPU network by default, the
+    full-width ResNet-18 + SwiftNet-128 decoder with network=resnet18; anything else is refused."""
     from stmg_jax.main import check_config
-    small, full = get_config("128"), get_config("128,resnet18")
+    small, full = get_config("side=128"), get_config("side=128,network=resnet18")
     assert tuple(small.net.widths) == (16, 32, 64, 128) and small.net.decoder_width == 32
     assert tuple(full.net.widths) == (64, 128, 256, 512) and full.net.decoder_width == 128
     assert tuple(full.data.image_size) == (128, 128) and full.stream.bin_grid == small.stream.bin_grid
     check_config(full)
-    for bad in ("128,resnet50", "96", "big"):
-        with pytest.raises(ValueError, match="SIDE"):
+    for bad, match in (("side=128,network=resnet50", "network one of"), ("side=96", "side must be"),
+                       ("big=1", "unknown config argument 'big'"), ("side=x", "invalid literal")):
+        with pytest.raises(ValueError, match=match):
             get_config(bad)
