@@ -125,12 +125,9 @@ def load_init_params(path: str, job: str, model_config: ModelConfig, abstract_pa
         if model_config.use_mean_pooling:
             encoder.pop("norm", None)
         params, abstract_params = {"encoder": encoder}, {"encoder": abstract_params["encoder"]}
-    want = {jax.tree_util.keystr(p): x.shape for p, x in jax.tree_util.tree_leaves_with_path(abstract_params)}
-    got = {jax.tree_util.keystr(p): x.shape for p, x in jax.tree_util.tree_leaves_with_path(params)}
-    for key in sorted(set(want) | set(got)):
-        if want.get(key) != got.get(key):
-            raise ConfigError(f"init_from={str(path)!r} does not fit the model at {key}: checkpoint "
-                              f"{got.get(key)}, model {want.get(key)}")
+    mismatch = checkpoint.tree_mismatch(params, abstract_params)
+    if mismatch:
+        raise ConfigError(f"init_from={str(path)!r} does not fit the model: {mismatch}")
     return params
 
 

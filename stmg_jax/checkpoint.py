@@ -12,17 +12,16 @@ offending parameter.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pathlib
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from everest_jax import checkpoint as everest_checkpoint
-from everest_jax.checkpoint import read_params_dir, write_params_dir
+from everest_jax.checkpoint import read_params_dir, tree_mismatch, write_params_dir
 from stmg_jax.config import SegNetConfig, StreamConfig
+from stmg_jax.generator import init_generators
 from stmg_jax.model import SegNet
 
 CONFIG_FILE = "stmg.json"
@@ -56,6 +55,10 @@ def load_params(path: str | os.PathLike) -> tuple[SegNetConfig, StreamConfig | N
         s["capacities"] = tuple(s["capacities"])
         stream = StreamConfig(**s)
     check_architecture(params["net"], net)
+    if "gen" in params:
+        if stream is None:
+            raise CheckpointError(f"{path}/{CONFIG_FILE}: generators without a stream config")
+        check_generators(params["gen"], net, stream)
     return net, stream, params
 
 
@@ -72,15 +75,17 @@ def check_architecture(net_vars: dict, net: SegNetConfig, image_size: tuple[int,
     """Raise CheckpointError unless `net_vars` has exactly the parameter tree and shapes of
     SegNet(net) (names the first missing, extra or mis-shaped parameter)."""
     want = jax.eval_shape(SegNet(net).init, jax.random.key(0), jnp.zeros((1, *image_size, 3)))
-    flat_want = {jax.tree_util.keystr(p): v.shape for p, v in jax.tree_util.tree_leaves_with_path(want)}
-    flat_got = {jax.tree_util.keystr(p): np.shape(v) for p, v in jax.tree_util.tree_leaves_with_path(net_vars)}
-    for name in sorted(flat_want):
-        if name not in flat_got:
-            raise CheckpointError(f"parameter {name} is missing: the checkpoint is of another architecture")
-        if tuple(flat_got[name]) != tuple(flat_want[name]):
-            raise CheckpointError(f"parameter {name} has shape {tuple(flat_got[name])}, the config's network "
-                                  f"needs {tuple(flat_want[name])}: the checkpoint is of another architecture")
-    extra = sorted(set(flat_got) - set(flat_want))
-    if extra:
-        raise CheckpointError(f"parameter {extra[0]} is not in the config's network: the checkpoint is of "
-                              "another architecture")
+    mismatch = tree_mismatch(net_vars, want, "the config's network")
+    if mismatch:
+        raise CheckpointError(f"{mismatch}: the checkpoint is of another architecture")
+
+
+def check_generators(gen_vars: dict, net: SegNetConfig, stream: StreamConfig) -> None:
+    """Raise CheckpointError unless `gen_vars` are exactly the generators `init_generators` makes
+    for (net, stream): one per gateable block (which depends on `gate_downsampling`), with its
+    stage's bin count and width."""
+    want = jax.eval_shape(lambda: init_generators(jax.random.key(0), net, stream))
+    mismatch = tree_mismatch(gen_vars, want, "the generators of its network and stream config")
+    if mismatch:
+        raise CheckpointError(f"generator {mismatch}: the checkpoint's gates were not trained for its "
+                              f"network and stream config (gate_downsampling={stream.gate_downsampling})")

@@ -68,3 +68,30 @@ def test_overlay_video_and_no_partial_file_on_error(tmp_path):
     with pytest.raises(ValueError):
         write_overlay(str(tmp_path / "bad.mp4"), frames[:, :31], pred[:, :31], rec[:, :31])  # odd height
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mp4"]
+
+
+def test_generators_of_another_stream_config_or_extra_ones_are_refused(tmp_path):
+    """A checkpoint whose generators do not match its network / stream config (trained without
+    gate_downsampling, one missing, one extra, another width) is refused naming the generator."""
+    from stmg_jax.generator import init_generators
+
+    net_vars = random_net_variables(NET, (64, 64), seed=3)
+    down = StreamConfig(bin_grid=STREAM.bin_grid, gate_downsampling=True)
+    gen = init_generators(jax.random.key(0), NET, STREAM)  # identity-shortcut blocks only
+    save_params(tmp_path / "ok", {"net": net_vars, "gen": gen}, NET, STREAM)
+    assert set(load_params(tmp_path / "ok")[2]["gen"]) == set(gen)
+    save_params(tmp_path / "a", {"net": net_vars, "gen": gen}, NET, down)  # claims gate_downsampling
+    with pytest.raises(CheckpointError, match=r"generator parameter \['block_2'\].* is missing.*gate_downsampling=True"):
+        load_params(tmp_path / "a")
+    extra = dict(gen, block_99=gen["block_0"])
+    save_params(tmp_path / "b", {"net": net_vars, "gen": extra}, NET, STREAM)
+    with pytest.raises(CheckpointError, match=r"generator parameter \['block_99'\].* is not in the generators"):
+        load_params(tmp_path / "b")
+    other = init_generators(jax.random.key(0), SegNetConfig(num_classes=3, widths=(8, 32, 64, 128), decoder_width=32),
+                            STREAM)
+    save_params(tmp_path / "c", {"net": net_vars, "gen": other}, NET, STREAM)
+    with pytest.raises(CheckpointError, match=r"generator parameter \['block_0'\].* has shape"):
+        load_params(tmp_path / "c")
+    from stmg_jax.stream_eval import main  # the command: one line, no traceback
+    with pytest.raises(SystemExit, match="checkpoint error: .*generator parameter"):
+        main(["--checkpoint", str(tmp_path / "b"), "--synthetic", "1"])
