@@ -29,6 +29,7 @@ import json
 import os
 import pathlib
 import re
+import warnings
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -73,10 +74,16 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             raise ConvertError(f"{path}: reading .pth/.bin checkpoints needs PyTorch "
                                "(pip install torch), or convert the file to .safetensors") from e
         try:
-            raw = torch.load(str(path), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about pickle protocols before failing
+                warnings.simplefilter("ignore")
+                raw = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:  # UnpicklingError for anything that is not plain tensors/containers
-            raise ConvertError(f"{path}: refused to load: it is not a plain tensor checkpoint "
-                               f"(weights-only loading failed: {str(e).splitlines()[0]})") from e
+            # The unpickler's own reason only: torch's message goes on to suggest weights_only=False,
+            # which would unpickle (run) whatever the file holds.
+            found = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
+            reason = (found.group(1) if found else str(e).splitlines()[0]).split(" (Could this")[0].strip()
+            raise ConvertError(f"{path}: refused to load: not a plain tensor checkpoint (torch's weights-only "
+                               f"loader: {reason}); nothing is unpickled") from e
     return _as_state_dict(raw, path)
 
 

@@ -111,9 +111,12 @@ def test_too_many_bad_files_stop_the_run_with_a_clear_error(tree, tmp_path):
     (tmp_path / "all_bad.txt").write_text("a.mp4 0\nb.mp4 1\nc.mp4 0\n")  # must not loop forever
     it = make_iterator(VideoListSource(tmp_path / "all_bad.txt"), StrideSampler(T, STRIDE), NoAugment(),
                        batch_size=1, shard_options=NO_SHARDING, max_bad_fraction=0.9)
-    with pytest.raises(TooManyBadExamples, match="missing"):
+    with pytest.raises(TooManyBadExamples, match="missing") as err:
         next(it)
     it.close()
+    # every file that failed is named (not an internal shard position)
+    assert all(str(tmp_path / f) in str(err.value) for f in ("a.mp4", "b.mp4", "c.mp4")), err.value
+    assert "position" not in str(err.value) and str(err.value).startswith("3 videos in a row are bad")
 
 
 def synthetic(n=10):

@@ -57,6 +57,7 @@ class LoadClip(grain.transforms.RandomMap):
         n = len(self.shard)
         allowed = max_bad_examples(n, self.max_bad_fraction)
         first_error = Reason.OK
+        failed: list[str] = []  # 'path (reason)' of each bad example tried for this slot
         for attempt in range(min(n, allowed + 1)):
             index = int(self.shard[(int(position) + attempt) % n])
             try:
@@ -64,6 +65,7 @@ class LoadClip(grain.transforms.RandomMap):
             except VideoError as e:
                 if attempt == 0:
                     first_error = e.reason
+                failed.append(f"{sources.describe(self.source, index)} ({e.reason.name.lower()})")
                 key = (str(self.source), index)
                 with _seen_lock:
                     new = key not in _seen
@@ -75,10 +77,10 @@ class LoadClip(grain.transforms.RandomMap):
             out["index"] = np.int32(self.shard[int(position) % n])
             out["error"] = np.int32(first_error)
             return out
+        more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
         raise TooManyBadExamples(
-            f"{min(n, allowed + 1)} consecutive examples of a shard of {n} from position {position} are bad "
-            f"(at most {allowed} = {self.max_bad_fraction:.0%} may be); first: "
-            f"{sources.describe(self.source, int(self.shard[int(position) % n]))} ({first_error.name.lower()})")
+            f"{len(failed)} videos in a row are bad, more than max_bad_fraction={self.max_bad_fraction} of "
+            f"{n} allows ({allowed}); check the data: " + "; ".join(failed[:5]) + more)
 
 
 @dataclasses.dataclass
