@@ -157,7 +157,7 @@ def make_train_step(spec: RunSpec, task: Task, tx, schedule, shardings: TrainSta
         new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
                                   opt_state=keep(opt_state, state.opt_state),
                                   nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32))
-        return new_state, {**aux, "loss": loss, "grad_norm": grad_norm, "finite": finite,
+        return new_state, {"loss": loss, **aux, "grad_norm": grad_norm, "finite": finite,
                            "lr": schedule(state.step // accum)}
 
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -201,7 +201,8 @@ class MetricWriter:
 
 def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
     """The scalar entries of a step's metrics, fetched in one transfer (the step's host sync)."""
-    names = [k for k, v in metrics.items() if k != "finite" and getattr(v, "ndim", 1) == 0]
+    names = sorted((k for k, v in metrics.items() if k != "finite" and getattr(v, "ndim", 1) == 0),
+                   key=lambda k: k != "loss")  # loss first
     values = jax.device_get([metrics[k] for k in names])
     return {k: float(v) for k, v in zip(names, values)}
 
@@ -285,7 +286,7 @@ def run(spec: RunSpec, workdir: str | pathlib.Path, task: Task) -> tuple[dict, A
                     last.update({f"{u}_per_s": rate * spec.batch_size * n for u, n in task.units.items()})
                     eta = tqdm.format_interval((spec.total_steps - step) / rate)
                 else:
-                    eta = "?"
+                    eta = "?" if step < spec.total_steps else tqdm.format_interval(0)
                 last["nonfinite_steps"] = int(jax.device_get(state.nonfinite_steps))
                 writer.write(step, last)
                 if is_main:
@@ -298,6 +299,8 @@ def run(spec: RunSpec, workdir: str | pathlib.Path, task: Task) -> tuple[dict, A
                 evaluate(step)
     finally:
         ckpt.close()
+        if hasattr(data_iter, "close"):  # worker processes and threads stop here, also on errors
+            data_iter.close()
 
     final = dict(last, step=step, checkpoint=str(ckpt_dir / str(step)))
     if hasattr(data_iter, "report"):  # video files: how many bad videos were replaced
