@@ -21,3 +21,23 @@ def sample_video_path(name: str) -> pathlib.Path:
 @pytest.fixture
 def bikes_path() -> pathlib.Path:
     return sample_video_path("bikes.mp4")
+
+
+def kill_at_step(proc, step_of, kill_at: int, ready, timeout: float = 900) -> int:
+    """SIGKILL `proc` (stdout piped, text) at the first progress line whose step (`step_of(line)`,
+    None for other lines) is >= `kill_at` once `ready()` (e.g. a checkpoint is committed: saves are
+    asynchronous); -> the step it was killed at. Fails if the run ends first."""
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    for line in proc.stdout:
+        step = step_of(line)
+        if step is not None and step >= kill_at and ready():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+            assert proc.returncode == -signal.SIGKILL
+            return step
+        assert time.time() < deadline
+    proc.wait(timeout=60)
+    raise AssertionError(f"the run ended before step {kill_at}")

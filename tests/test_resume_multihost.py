@@ -3,14 +3,13 @@
 import os
 import pathlib
 import random
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import portpicker
-import pytest
+
+from conftest import kill_at_step
 
 from everest_jax import checkpoint
 
@@ -53,16 +52,8 @@ def test_killed_run_resumes_to_the_same_parameters_bit_for_bit(tmp_path):
     checkpoints = tmp_path / "killed" / "checkpoints"
     proc = subprocess.Popen(command(tmp_path / "killed", *overrides), env=env(2), cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 600
-    for line in proc.stdout:
-        if line.startswith("step ") and int(line.split()[1].split("/")[0]) >= kill_at \
-                and any(p.name.isdigit() for p in checkpoints.glob("*")):
-            kill_at = int(line.split()[1].split("/")[0])
-            proc.send_signal(signal.SIGKILL)
-            break
-        assert time.time() < deadline
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, f"run ended before step {kill_at}"
+    kill_at = kill_at_step(proc, lambda line: int(line.split()[1].split("/")[0]) if line.startswith("step ") else None,
+                           kill_at, lambda: any(p.name.isdigit() for p in checkpoints.glob("*")), timeout=600)
     assert not (tmp_path / "killed" / "final").exists()
 
     resumed = subprocess.run(command(tmp_path / "killed", *overrides), env=env(2), cwd=REPO,

@@ -5,13 +5,12 @@ phases; each phase's evaluation compiled once."""
 import json
 import pathlib
 import random
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
+from conftest import kill_at_step
 
 from stmg_jax.checkpoint import load_params
 
@@ -34,18 +33,11 @@ def flat(workdir):
 def kill_during(workdir, phase):
     """Start the run, SIGKILL it at a random step of `phase` after that phase's first committed
     (asynchronous) checkpoint; -> the step it was killed at."""
-    kill_at = random.Random().randint(3, STEPS - 1)
     proc = subprocess.Popen(command(workdir), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 900
-    for line in proc.stdout:
-        if line.startswith(f"[{phase}] step ") and int(line.split()[2].split("/")[0]) >= kill_at \
-                and any(p.name.isdigit() for p in (workdir / "checkpoints" / phase).glob("*")):
-            kill_at = int(line.split()[2].split("/")[0])
-            proc.send_signal(signal.SIGKILL)
-            break
-        assert time.time() < deadline
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, f"run ended before {phase} step {kill_at}"
+    prefix = f"[{phase}] step "
+    kill_at = kill_at_step(proc, lambda line: int(line.split()[2].split("/")[0]) if line.startswith(prefix) else None,
+                           random.Random().randint(3, STEPS - 1),
+                           lambda: any(p.name.isdigit() for p in (workdir / "checkpoints" / phase).glob("*")))
     assert not (workdir / "final").exists()
     return kill_at
 
