@@ -119,7 +119,6 @@ class Setup:
     """The optimizer, shardings and the jitted step of a task on a mesh."""
 
     tx: optax.GradientTransformation
-    schedule: optax.Schedule
     shardings: TrainState  # of NamedShardings
     abstract_params: Any
     train_step: Any  # (state, global batch) -> (state, metrics)
@@ -137,7 +136,7 @@ def setup(spec: RunSpec, task: Task, mesh) -> Setup:
     tx = optim.make_optimizer(spec.optimizer, abstract, schedule, task.encoder_depth)
     _, shardings = state_shardings(task.init_params, tx, mesh, spec.rules)
     step = make_train_step(spec, task, tx, schedule, shardings, mesh)
-    return Setup(tx, schedule, shardings, abstract, step)
+    return Setup(tx, shardings, abstract, step)
 
 
 def make_train_step(spec: RunSpec, task: Task, tx, schedule, shardings: TrainState, mesh):
