@@ -64,17 +64,20 @@ class RunSpec:
 
     @classmethod
     def from_config(cls, config, **overrides) -> "RunSpec":
-        """From a run config's shared fields (seed, batch_size, total_steps, warmup_steps, log_every,
-        eval_every, eval_at_end, nonfinite, optimizer, mesh, checkpoint, sharding_rules)."""
-        get = config.get
-        ckpt = get("checkpoint") or {}
+        """From a validated run config's shared fields (seed, batch_size, warmup_steps, log_every,
+        eval_every, nonfinite, optimizer, mesh, checkpoint); fields a method's config lays out its
+        own way (total_steps, eval_at_end, rules, ...) come as overrides or, if present, from config."""
+        ckpt = config.checkpoint
         fields = dict(
-            seed=config.seed, batch_size=config.batch_size, total_steps=get("total_steps", 0),
+            seed=config.seed, batch_size=config.batch_size, warmup_steps=config.warmup_steps,
             optimizer=optim.OptimizerConfig.from_section(config.optimizer), mesh=config.mesh.to_dict(),
-            rules=sharding.rules_from_config(get("sharding_rules", ())), warmup_steps=get("warmup_steps", 0),
-            log_every=get("log_every", 0), eval_every=get("eval_every", 0), eval_at_end=get("eval_at_end", True),
-            checkpoint_every=ckpt.get("every_steps", 50), keep=ckpt.get("keep", 3),
-            async_save=ckpt.get("async_save", True), nonfinite=get("nonfinite", "stop"))
+            log_every=config.log_every, eval_every=config.eval_every, nonfinite=config.nonfinite,
+            checkpoint_every=ckpt.every_steps, keep=ckpt.keep, async_save=ckpt.async_save)
+        for name in ("total_steps", "eval_at_end"):
+            if name in config:
+                fields[name] = config[name]
+        if "sharding_rules" in config:
+            fields["rules"] = sharding.rules_from_config(config.sharding_rules)
         return cls(**{**fields, **overrides})
 
 
