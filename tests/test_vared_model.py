@@ -11,7 +11,7 @@ import pytest
 from vared_jax.convert import StateDictError, from_torchvision
 from vared_jax.layers import RedConv
 from vared_jax.model import (R2Plus1D, VaRedR2Plus1D, conv_specs, dense_flops, dense_params, expected_flops,
-                             fixed_flops, small)
+                             fixed_flops, r2plus1d_18, small)
 
 CFG = small(5, residual_scale_init=1.0)
 CLIP = (8, 32, 32)  # T, H, W: T reaches 8, 4, 2, 1 through the stages (the last has no temporal choice)
@@ -73,7 +73,7 @@ def test_torchvision_parity_r2plus1d_18():
         x = torch.randn(1, 3, 8, 32, 32)  # T 8 -> 8, 4, 2, 1; H, W 32 -> 16, 16, 8, 4, 2
         ref = net(x).numpy()
     p = from_torchvision(net.state_dict())
-    ours = jax.jit(R2Plus1D(small(7).r2plus1d_18(7)).apply)({"params": p}, jnp.asarray(x.numpy().transpose(0, 2, 3, 4, 1)))
+    ours = jax.jit(R2Plus1D(r2plus1d_18(7)).apply)({"params": p}, jnp.asarray(x.numpy().transpose(0, 2, 3, 4, 1)))
     np.testing.assert_allclose(np.asarray(ours), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
     sd = dict(net.state_dict())
