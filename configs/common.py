@@ -16,7 +16,18 @@ def parse_arg(arg, **defaults):
 
 
 def base_config(job: str) -> ml_collections.ConfigDict:
-    """Run settings every experiment has; experiments fill in model, data and the recipe."""
+    """EVEREST's run settings: `classifier_config` plus pre-training targets, mixup/cutmix and
+    the transformer's sharding rules; experiments fill in model, data and the recipe."""
+    c = classifier_config(job)
+    c.normalize_targets = True  # VideoMAE norm_pix_loss
+    c.mixup = ml_collections.ConfigDict(dict(mixup_alpha=0.0, cutmix_alpha=0.0, switch_prob=0.5))
+    c.sharding_rules = ()  # () = everest_jax.sharding.DEFAULT_RULES
+    return c
+
+
+def classifier_config(job: str) -> ml_collections.ConfigDict:
+    """Run settings of every video-classification method (EVEREST, VA-RED²): the training core's
+    fields (`everest_jax.trainer.RUN_FIELDS`), the data and the multi-view evaluation."""
     c = ml_collections.ConfigDict()
     c.job = job
     c.seed = 0
@@ -27,16 +38,13 @@ def base_config(job: str) -> ml_collections.ConfigDict:
     c.eval_every = 0  # fine-tuning: evaluate every N steps (0: at the end only)
     c.eval_at_end = True
     c.init_from = ""  # a pre-training workdir, a run's final/, or a converted checkpoint
-    c.normalize_targets = True  # VideoMAE norm_pix_loss
     c.label_smoothing = 0.0
     c.nonfinite = "stop"  # or "skip": leave the state untouched and count the step
-    c.mixup = ml_collections.ConfigDict(dict(mixup_alpha=0.0, cutmix_alpha=0.0, switch_prob=0.5))
     c.optimizer = ml_collections.ConfigDict(dict(
         base_lr=1e-3, warmup_lr=1e-6, min_lr=1e-5, b1=0.9, b2=0.95, weight_decay=0.05,
         layer_decay=1.0, grad_clip_norm=0.0, grad_accum_steps=1))
     # Mesh axis sizes (one may be -1: the rest of the devices); num_devices 0 = all devices.
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, num_devices=0))
-    c.sharding_rules = ()  # () = everest_jax.sharding.DEFAULT_RULES
     c.checkpoint = ml_collections.ConfigDict(dict(every_steps=50, keep=3, async_save=True))
     c.eval = ml_collections.ConfigDict(dict(num_clips=2, num_crops=3, crop_extent=1.25, batch_size=8))
     c.data = ml_collections.ConfigDict(dict(

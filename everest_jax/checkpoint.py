@@ -65,14 +65,16 @@ def read_params_dir(path: str | os.PathLike, meta_file: str, what: str = "a para
     return meta, jax.tree.map(np.asarray, params)
 
 
-def tree_mismatch(got, want, model: str = "the model") -> str | None:
+def tree_mismatch(got, want, model: str = "the model", partial: bool = False) -> str | None:
     """The first difference between two parameter trees (paths and shapes; arrays or
-    ShapeDtypeStructs) in words, or None when they match."""
+    ShapeDtypeStructs) in words, or None when they match (`partial`: `got` may lack leaves)."""
     shapes = lambda tree: {jax.tree_util.keystr(p): tuple(getattr(x, "shape", np.shape(x)))  # noqa: E731
                            for p, x in jax.tree_util.tree_leaves_with_path(tree)}
     got, want = shapes(got), shapes(want)
     for key in sorted(set(want) | set(got)):
         if key not in got:
+            if partial:
+                continue
             return f"parameter {key} is missing"
         if key not in want:
             return f"parameter {key} is not in {model}"

@@ -2,8 +2,8 @@
 status 2, no traceback. Bugs keep their traceback.
 
     app.run(main, flags_parser=cli.parse_flags)   # absl commands: flag and config-override errors
-    with cli.user_errors():                        # any command: UserError -> "<kind> error: ..."
-        ...
+    with cli.user_errors():                        # any command: UserError -> "<kind> error: ...";
+        ...                                        # a non-finite stop -> "stopped: ...", exit 1
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ def user_errors() -> Iterator[None]:
         yield
     except UserError as e:
         raise fail(f"{e.kind} error: {e}") from None
+    except FloatingPointError as e:  # the trainer's non-finite guard: not the user's input, not a bug
+        raise SystemExit(f"stopped: {e}") from None
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:

@@ -13,10 +13,14 @@ the robust Grain pipeline of `everest_jax.data` (decoding threads or worker proc
 sampling and augmentation, bad videos replaced and counted): each process reads its own strided
 shard of the videos. All training iterators are checkpointable (get_state / set_state).
 Evaluation: each video as `num_clips x num_crops` views, padded to whole batches with a `valid` flag.
+
+`model_config` below is the clip shape the model takes: `num_frames`, `image_size`, `in_channels`,
+`tubelet_size` (an EVEREST `ModelConfig`, or a `Clip` for other models).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Iterator
 
@@ -28,10 +32,37 @@ from everest_jax.config import ConfigError, ModelConfig
 from everest_jax.data.sampling import num_candidate_frames
 from everest_jax.data import SyntheticVideos, TfdsVideoSource, VideoListSource, normalize_video
 from everest_jax.data.pipeline import build_dataset, clip_transforms, make_iterator
+from everest_jax.fields import Float, Int, Is, OneOf
 
 SOURCES = ("synthetic", "videos", "tfds")
 SAMPLINGS = ("stride", "segment", "candidate")
 EVAL_SEED_OFFSET = 1_000_003  # evaluation videos never coincide with training videos
+
+
+@dataclasses.dataclass(frozen=True)
+class Clip:
+    """The clip shape a (non-EVEREST) model takes, where these functions want a `model_config`."""
+
+    num_frames: int
+    image_size: tuple[int, int]
+    in_channels: int = 3
+    tubelet_size: int = 1
+
+
+_UNIT, _FRACTION, _POSITIVE = Float(0, 1), Float(0, 1, hi_open=True), Float(0, lo_open=True)
+# The `data` and `eval` sections of a classification / pre-training run config (configs/common.py).
+FIELDS = {
+    "eval.num_clips": Int(1), "eval.num_crops": Int(1), "eval.crop_extent": Float(1), "eval.batch_size": Int(1),
+    "data.name": OneOf(SOURCES), "data.num_classes": Int(1), "data.num_examples": Int(1),
+    "data.num_eval_examples": Int(1), "data.camera_pan": Is(bool), "data.synthetic_seed": Int(0),
+    "data.num_speeds": Int(1), "data.min_travel": _POSITIVE, "data.max_travel": _POSITIVE,
+    "data.background_drift": Float(0), "data.balanced_labels": Is(bool), "data.wrap": Is(bool),
+    "data.root": Is(str), "data.train_list": Is(str), "data.eval_list": Is(str), "data.tfds_name": Is(str),
+    "data.train_split": Is(str), "data.eval_split": Is(str), "data.tfds_data_dir": Is(str),
+    "data.sampling": OneOf(SAMPLINGS), "data.stride": Int(1), "data.short_side": Int(0),
+    "data.flip": Is(bool), "data.rand_augment": Is(bool), "data.erase_prob": _UNIT, "data.candidate_alpha": Float(1),
+    "data.num_workers": Int(0), "data.read_threads": Int(1), "data.max_bad_fraction": _FRACTION,
+}
 
 
 def frame_selection(config: ml_collections.ConfigDict) -> bool:

@@ -20,33 +20,20 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from everest_jax import checkpoint, inputs, objectives, optim, sharding, trainer
-from everest_jax.fields import Float, Int, Is, OneOf, check, prefixed
+from everest_jax import checkpoint, evaluation, inputs, objectives, sharding, trainer
+from everest_jax.fields import Float, Int, Is, OneOf, check
 from everest_jax.config import ConfigError, ModelConfig
 from everest_jax.models import Classifier, PretrainingModel, stack_blocks
 
 JOBS = ("pretrain", "finetune", "evaluate")
-_UNIT, _FRACTION, _POSITIVE = Float(0, 1), Float(0, 1, hi_open=True), Float(0, lo_open=True)
+_FRACTION = Float(0, 1, hi_open=True)
 # Every field of a run config (configs/common.py) but `model` (ModelConfig checks its own): type
 # and range, checked before anything is built.
 RUN_FIELDS = {
-    "job": OneOf(JOBS), "seed": Int(0), "batch_size": Int(1), "total_steps": Int(1), "warmup_steps": Int(0),
-    "log_every": Int(1), "eval_every": Int(0), "eval_at_end": Is(bool), "init_from": Is(str),
-    "normalize_targets": Is(bool), "label_smoothing": _FRACTION, "nonfinite": OneOf(("stop", "skip")),
-    "dataset": Is(str), "method": Is(str), "sharding_rules": Is((tuple, list)),  # rules: checked by sharding
-    "mixup.mixup_alpha": Float(0), "mixup.cutmix_alpha": Float(0), "mixup.switch_prob": _UNIT,
-    **prefixed("optimizer", optim.FIELDS), **prefixed("mesh", sharding.MESH_FIELDS),
-    **prefixed("checkpoint", trainer.CHECKPOINT_FIELDS),
-    "eval.num_clips": Int(1), "eval.num_crops": Int(1), "eval.crop_extent": Float(1), "eval.batch_size": Int(1),
-    "data.name": OneOf(inputs.SOURCES), "data.num_classes": Int(1), "data.num_examples": Int(1),
-    "data.num_eval_examples": Int(1), "data.camera_pan": Is(bool), "data.synthetic_seed": Int(0),
-    "data.num_speeds": Int(1), "data.min_travel": _POSITIVE, "data.max_travel": _POSITIVE,
-    "data.background_drift": Float(0), "data.balanced_labels": Is(bool), "data.wrap": Is(bool),
-    "data.root": Is(str), "data.train_list": Is(str), "data.eval_list": Is(str), "data.tfds_name": Is(str),
-    "data.train_split": Is(str), "data.eval_split": Is(str), "data.tfds_data_dir": Is(str),
-    "data.sampling": OneOf(inputs.SAMPLINGS), "data.stride": Int(1), "data.short_side": Int(0),
-    "data.flip": Is(bool), "data.rand_augment": Is(bool), "data.erase_prob": _UNIT, "data.candidate_alpha": Float(1),
-    "data.num_workers": Int(0), "data.read_threads": Int(1), "data.max_bad_fraction": _FRACTION,
+    **trainer.RUN_FIELDS, **inputs.FIELDS, "job": OneOf(JOBS), "total_steps": Int(1), "eval_at_end": Is(bool),
+    "normalize_targets": Is(bool), "label_smoothing": _FRACTION, "dataset": Is(str), "method": Is(str),
+    "sharding_rules": Is((tuple, list)),  # rules: checked by sharding
+    "mixup.mixup_alpha": Float(0), "mixup.cutmix_alpha": Float(0), "mixup.switch_prob": Float(0, 1),
 }
 
 
@@ -135,13 +122,13 @@ def load_init_params(path: str, job: str, model_config: ModelConfig, abstract_pa
 
 
 def make_loss_fn(config, model):
-    """(params, batch, rng) -> (loss, metrics) for the job: reconstruction or (mixed) classification.
+    """(params, batch, rng, step) -> (loss, metrics) for the job: reconstruction or (mixed) classification.
     Metrics: 'accuracy' (fine-tuning), 'frame_pairs' (B, tau) under frame selection (not logged)."""
     pretrain = config.job == "pretrain"
     frame_selection = inputs.frame_selection(config)
     mix = config.mixup
 
-    def loss_fn(params, batch, rng):
+    def loss_fn(params, batch, rng, step):
         if pretrain:
             loss, aux = objectives.pretrain_loss(params, model, batch["video"], rng, True, config.normalize_targets,
                                                  frame_selection)
@@ -152,52 +139,6 @@ def make_loss_fn(config, model):
         loss, aux = objectives.classification_loss(params, model, video, targets, rng, True, config.label_smoothing)
         return loss, {"accuracy": aux["accuracy"]}
     return loss_fn
-
-
-def make_eval_step(model, mesh, rules, batch_shardings, param_shardings):
-    """(params, views (B*V, T, H, W, C)) -> softmax probabilities (B*V, classes)."""
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-
-    def step(params, video):
-        logits, _ = model.apply({"params": params}, video, train=False)
-        return jax.nn.softmax(logits, axis=-1)
-
-    jitted = jax.jit(step, in_shardings=(param_shardings, batch_shardings), out_shardings=replicated)
-
-    def run(params, video):
-        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-            return jitted(params, video)
-    return run
-
-
-def evaluate(config, eval_step, params, mesh, model_config) -> dict:
-    """Multi-view accuracy: softmax averaged over each video's clips x crops, top-1/top-5.
-    `eval_step`: from `make_eval_step`, built once per run (every evaluation reuses its compile)."""
-    views = inputs.eval_views(config, model_config, jax.process_index(), jax.process_count())
-    ways = sharding.data_parallel_size(mesh)
-    top1 = top5 = count = 0
-    for batch in views:  # dict: video (b, V, T, H, W, C), label (b,), valid (b,)
-        b, v = batch["video"].shape[:2]
-        flat = batch["video"].reshape(b * v, *batch["video"].shape[2:])
-        pad = (-flat.shape[0]) % ways
-        flat = np.concatenate([flat, np.zeros((pad, *flat.shape[1:]), flat.dtype)]) if pad else flat
-        local = {"video": flat}
-        glob = sharding.global_batch(local, mesh, flat.shape[0] * jax.process_count())
-        probs = np.asarray(jax.device_get(eval_step(params, glob["video"])))
-        probs = probs[jax.process_index() * flat.shape[0]:][: b * v].reshape(b, v, -1).mean(axis=1)
-        ranked = np.argsort(-probs, axis=-1)
-        valid = batch["valid"].astype(bool)
-        labels = batch["label"]
-        top1 += int(np.sum((ranked[:, 0] == labels) & valid))
-        top5 += int(np.sum(np.any(ranked[:, :5] == labels[:, None], axis=-1) & valid))
-        count += int(valid.sum())
-    totals = np.asarray([top1, top5, count])
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        totals = np.asarray(multihost_utils.process_allgather(totals)).reshape(-1, 3).sum(0)
-    top1, top5, count = (int(x) for x in totals)
-    return {"eval_top1": top1 / max(count, 1), "eval_top5": top5 / max(count, 1), "eval_videos": count}
 
 
 # ---- tasks -------------------------------------------------------------------------------
@@ -245,8 +186,11 @@ class FinetuneTask(PretrainTask):
         return params
 
     def evaluator(self, mesh, rules, param_shardings):
-        step = make_eval_step(self.model, mesh, rules, sharding.batch_sharding(mesh, 5), param_shardings)
-        return lambda params: evaluate(self.config, step, params, mesh, self.model_config)
+        def probs(params, video):
+            logits, _ = self.model.apply({"params": params}, video, train=False)
+            return {"probs": jax.nn.softmax(logits, axis=-1)}
+        step = evaluation.make_eval_step(probs, mesh, rules, param_shardings)
+        return lambda params: evaluation.multi_view_accuracy(self.config, step, params, mesh, self.model_config)
 
 
 def run_spec(config: ml_collections.ConfigDict) -> trainer.RunSpec:

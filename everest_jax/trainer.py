@@ -35,11 +35,16 @@ import optax
 from tqdm import tqdm
 
 from everest_jax import checkpoint, optim, sharding
-from everest_jax.fields import Int, Is
+from everest_jax.fields import Int, Is, OneOf, prefixed
 from everest_jax.train_state import TrainState, create_sharded_state, state_shardings
 
 # The checkpoint section of every method's run config.
 CHECKPOINT_FIELDS = {"every_steps": Int(1), "keep": Int(1), "async_save": Is(bool)}
+# The fields every method's run config has (`RunSpec.from_config` reads them); methods add theirs.
+RUN_FIELDS = {
+    "seed": Int(0), "batch_size": Int(1), "warmup_steps": Int(0), "log_every": Int(0), "eval_every": Int(0),
+    "nonfinite": OneOf(("stop", "skip")), "init_from": Is(str), **prefixed("optimizer", optim.FIELDS),
+    **prefixed("mesh", sharding.MESH_FIELDS), **prefixed("checkpoint", CHECKPOINT_FIELDS)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,12 +98,14 @@ class Task:
         raise NotImplementedError
 
     def initial_params(self, abstract_params: Any) -> Mapping | None:
-        """Weights to start from when not resuming: the whole tree, a subset of its top-level
-        entries (the rest freshly initialised) or None."""
+        """Weights to start from when not resuming: the whole tree, a part of it (nested dicts
+        with some of its entries at any depth; the rest freshly initialised) or None."""
         return None
 
-    def loss(self, params: Any, batch: Mapping[str, jax.Array], rng: jax.Array) -> tuple[jax.Array, dict]:
-        """-> (scalar loss, metrics: scalars are logged, arrays returned by the step)."""
+    def loss(self, params: Any, batch: Mapping[str, jax.Array], rng: jax.Array,
+             step: jax.Array) -> tuple[jax.Array, dict]:
+        """-> (scalar loss, metrics: scalars are logged, arrays returned by the step). `step`: the
+        train steps taken, of `total_steps` (int32 scalar, traced), for schedules inside the loss."""
         raise NotImplementedError
 
     def train_data(self, local_batch: int, process_index: int, process_count: int) -> Iterator[dict]:
@@ -149,7 +156,7 @@ def make_train_step(spec: RunSpec, task: Task, tx, schedule, shardings: TrainSta
 
     def step(state: TrainState, batch):
         rng = jax.random.fold_in(base_rng, state.step)
-        (loss, aux), grads = jax.value_and_grad(task.loss, has_aux=True)(state.params, batch, rng)
+        (loss, aux), grads = jax.value_and_grad(task.loss, has_aux=True)(state.params, batch, rng, state.step)
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -237,11 +244,10 @@ def run(spec: RunSpec, workdir: str | pathlib.Path, task: Task) -> tuple[dict, A
         print(f"resumed from {ckpt_dir} at step {resume_step}", flush=True)
     else:
         given = task.initial_params(parts.abstract_params)
-        whole = given is not None and set(given) == set(parts.abstract_params)
+        whole = given is not None and _same_structure(given, parts.abstract_params)
         state = parts.fresh_state(task, mesh, spec.rules, params=given if whole else None)
-        if given is not None and not whole:  # some top-level entries given, the rest fresh
-            placed = {k: jax.device_put(v, parts.shardings.params[k]) for k, v in given.items()}
-            state = state.replace(params={**state.params, **placed})
+        if given is not None and not whole:  # a part given, the rest fresh
+            state = state.replace(params=_overlay(state.params, given, parts.shardings.params))
 
     writer = MetricWriter(workdir, spec.tag)
     evaluator = None
@@ -313,6 +319,21 @@ def run(spec: RunSpec, workdir: str | pathlib.Path, task: Task) -> tuple[dict, A
     final.update(task.export(workdir, state.params))
     writer.close()
     return final, state.params
+
+
+def _same_structure(a, b) -> bool:
+    return jax.tree.structure(a) == jax.tree.structure(b)
+
+
+def _overlay(fresh: Mapping, given: Mapping, shardings: Mapping) -> dict:
+    """`fresh` with the entries of `given` (nested dicts, any depth) placed on their shardings."""
+    out = dict(fresh)
+    for k, v in given.items():
+        if isinstance(v, Mapping) and not _same_structure(v, fresh[k]):
+            out[k] = _overlay(fresh[k], v, shardings[k])
+        else:
+            out[k] = jax.device_put(v, shardings[k])
+    return out
 
 
 def evaluate(spec: RunSpec, workdir: str | pathlib.Path, task: Task) -> dict:

@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from everest_jax import optim, sharding, trainer
+from everest_jax import optim, trainer
 from everest_jax.fields import Float, Int, Is, OneOf, prefixed
 from everest_jax.data import SyntheticVideos, normalize_video
 from stmg_jax.checkpoint import save_params
@@ -47,15 +47,13 @@ SOURCES = {"cityscapes": CityscapesSequences, "camvid": CamVidSequences}  # real
 # Every field of an STMG run config (configs/stmg_*.py) but `net` and `stream` (SegNetConfig and
 # StreamConfig check their own): type and range, checked before anything is built.
 RUN_FIELDS = {  # log_every 0: no progress lines
-    "seed": Int(0), "init_from": Is(str), "log_every": Int(0), "eval_every": Int(0), "batch_size": Int(1),
-    "dense_steps": Int(1), "gate_steps": Int(1), "warmup_steps": Int(0), "nonfinite": OneOf(("stop", "skip")),
+    **trainer.RUN_FIELDS, "dense_steps": Int(1), "gate_steps": Int(1),
     "data.source": OneOf(("synthetic", *SOURCES)), "data.root": Is(str), "data.num_examples": Int(1),
     "data.num_eval_examples": Int(1), "data.num_frames": Int(2), "data.image_size": Is((tuple, list)),
     "data.seed": Int(0), "data.camera_pan": Is(bool),
     "gates.budget": Float(0, 1), "gates.ce_weight": Float(0), "gates.distill_weight": Float(0),
     "gates.budget_weight": Float(0), "gates.tau": Float(0, lo_open=True),
-    **prefixed("optimizer", optim.FIELDS), **prefixed("gates.optimizer", optim.FIELDS),
-    **prefixed("mesh", sharding.MESH_FIELDS), **prefixed("checkpoint", trainer.CHECKPOINT_FIELDS),
+    **prefixed("gates.optimizer", optim.FIELDS),
 }
 
 
@@ -196,7 +194,7 @@ class DenseTask(trainer.Task):
         hw = tuple(self.cfg.data.image_size)
         return SegNet(self.net_cfg).init(jax.random.key(self.cfg.seed), jnp.zeros((1, *hw, 3)))["params"]
 
-    def loss(self, params, batch, rng):
+    def loss(self, params, batch, rng, step):
         return cross_entropy(SegNet(self.net_cfg).apply({"params": params}, batch["cur"]), batch["label"]), {}
 
     def train_data(self, local_batch, process_index, process_count):
@@ -223,7 +221,7 @@ class GateTask(DenseTask):
     def init_params(self):
         return init_generators(jax.random.key(self.cfg.seed + 1), self.net_cfg, self.stream_cfg)
 
-    def loss(self, params, batch, rng):
+    def loss(self, params, batch, rng, step):
         g = self.cfg.gates
         teacher = jax.lax.stop_gradient(SegNet(self.net_cfg).apply(self.net_vars, batch["cur"]))
         logits, aux = masked_forward(self.net_cfg, self.stream_cfg, {"net": self.net_vars, "gen": params},

@@ -42,7 +42,7 @@ def setup(config, mesh_config):
 
     def grads(params, batch, rng):
         with jax.set_mesh(mesh), __import__("flax").linen.logical_axis_rules(rules):
-            return jax.jit(jax.grad(lambda p: loss_fn(p, batch, rng)[0]), out_shardings=shardings.params)(params)
+            return jax.jit(jax.grad(lambda p: loss_fn(p, batch, rng, 0)[0]), out_shardings=shardings.params)(params)
     return mesh, state, step, grads
 
 

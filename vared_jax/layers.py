@@ -19,11 +19,30 @@ import jax
 import jax.numpy as jnp
 
 DIMS = ("NDHWC", "DHWIO", "NDHWC")
+DIMS_2D = ("NHWC", "HWIO", "NHWC")
 MASKED = -1e9  # logit of a choice that cannot apply to a layer
 
 
 def conv3d(x: jax.Array, w: jax.Array, stride, padding) -> jax.Array:
-    """x (B, T, H, W, Cin), w (kt, kh, kw, Cin, Cout) -> (B, T', H', W', Cout); padding ((pt,pt),(ph,ph),(pw,pw))."""
+    """x (B, T, H, W, Cin), w (kt, kh, kw, Cin, Cout) -> (B, T', H', W', Cout); padding ((pt,pt),(ph,ph),(pw,pw)).
+
+    The factors of a (2+1)D conv run as 2-D convs, 3-4x faster than XLA:CPU's 3-D conv (fwd + bwd):
+    a 1 x kh x kw kernel over the frames (time folded into the batch), a kt x 1 x 1 kernel over
+    (T, H*W) (space folded into the width; spatial strides taken by slicing first)."""
+    (kt, kh, kw), (st, sh, sw), (pt, ph, pw) = w.shape[:3], tuple(stride), tuple(padding)
+    b, c, o = x.shape[0], x.shape[-1], w.shape[-1]
+    if kt == 1 and pt == (0, 0):
+        x = x[:, ::st]
+        t = x.shape[1]
+        y = jax.lax.conv_general_dilated(x.reshape(b * t, *x.shape[2:]), w[0], (sh, sw), (ph, pw),
+                                         dimension_numbers=DIMS_2D)
+        return y.reshape(b, t, *y.shape[1:])
+    if kh == kw == 1 and ph == pw == (0, 0):
+        x = x[:, :, ::sh, ::sw]
+        h, wd = x.shape[2:4]
+        y = jax.lax.conv_general_dilated(x.reshape(b, x.shape[1], h * wd, c), w[:, 0], (st, 1), (pt, (0, 0)),
+                                         dimension_numbers=DIMS_2D)
+        return y.reshape(b, y.shape[1], h, wd, o)
     return jax.lax.conv_general_dilated(x, w, tuple(stride), tuple(padding), dimension_numbers=DIMS)
 
 
