@@ -17,6 +17,7 @@ def commands(tmp: pathlib.Path) -> dict:
     (tmp / "not_a_checkpoint").mkdir()
     everest = [sys.executable, "-m", "everest_jax.main", "--config", "configs/quickstart.py", "--workdir", str(tmp / "w")]
     stmg = [sys.executable, "-m", "stmg_jax.main", "--config", "configs/stmg_synthetic.py", "--workdir", str(tmp / "s")]
+    vared = [sys.executable, "-m", "vared_jax.main", "--config", "configs/vared_synthetic.py", "--workdir", str(tmp / "r")]
     return {
         "main_misspelt_field": (everest + ["--config.batchsize=8"], "config error:", "did you mean 'batch_size'"),
         "main_bad_value": (everest + ["--config.model.num_frames=7"], "config error:", "model.num_frames=7"),
@@ -25,6 +26,9 @@ def commands(tmp: pathlib.Path) -> dict:
         "main_out_of_range": (everest + ["--config.optimizer.grad_clip_norm=-1"], "config error:",
                               "optimizer.grad_clip_norm=-1.0 must be a number >= 0"),
         "stmg_main_misspelt_field": (stmg + ["--config.dense_stepz=3"], "config error:", "dense_stepz"),
+        "vared_main_bad_value": (vared + ["--config.vared.budget=1.5"], "config error:", "vared.budget=1.5"),
+        "vared_main_bad_model": (vared + ["--config.model.temporal_levels=3"], "config error:",
+                                 "model.temporal_levels=3"),
         "stream_eval_bad_checkpoint": ([sys.executable, "-m", "stmg_jax.stream_eval", "--checkpoint",
                                         str(tmp / "not_a_checkpoint"), "--synthetic", "1"], "checkpoint error:", ""),
         "live_bad_video": ([sys.executable, "-m", "stmg_jax.live", "--checkpoint", str(tmp / "not_a_checkpoint"),

@@ -156,3 +156,35 @@ def test_every_stmg_network_and_stream_field_refuses_invalid_values_naming_the_f
     assert not wrong, wrong
     with pytest.raises(ConfigError, match="net: .*num_clases"):
         check_config(with_value(config, "net.num_clases", 3))
+
+
+VARED_CONFIGS = [("vared_synthetic", None), ("vared_synthetic", "vared=false,size=18"), ("vared_kinetics", None)]
+
+
+@pytest.mark.parametrize("name, arg", VARED_CONFIGS, ids=[f"{n}:{a}" for n, a in VARED_CONFIGS])
+def test_every_vared_field_refuses_invalid_values_naming_the_field(name, arg):
+    from vared_jax.model import R2Plus1DConfig
+    from vared_jax.train import RUN_FIELDS, validate
+
+    config = load(name, arg)
+    if config.data.name == "synthetic":
+        validate(config)  # as shipped: valid
+    fields = flatten(config.to_dict(), stop=("model",))
+    assert set(fields) - {"model"} <= set(RUN_FIELDS), "a field without a rule"
+    for path in set(fields) - {"model"}:
+        for value in invalid(RUN_FIELDS[path]) if path != "clip.image_size" else ["x", (0, 32), (32,)]:
+            with pytest.raises(ConfigError, match=re.escape(path) + r"=.* must be"):
+                validate(with_value(config, path, value))
+        with pytest.raises(ConfigError, match=re.escape(path + path[-1]) + " is not a config field"):
+            validate(with_value(config, path + path[-1], 1))
+    wrong = []  # the model section: hand-written invalid values of each R2Plus1DConfig field
+    bad = {int: ["x", 1.5, True, -1], float: ["x", True], tuple: ["x", (16, 32), (16, 32, 64, 0)]}
+    for f in dataclasses.fields(R2Plus1DConfig):
+        for value in bad[type(getattr(R2Plus1DConfig(), f.name))] + ([3] if "levels" in f.name else []):
+            try:
+                validate(with_value(config, f"model.{f.name}", value))
+            except ConfigError as e:
+                wrong += [] if f"model.{f.name}" in str(e) else [(f.name, value, str(e)[:100])]
+            else:
+                wrong.append((f.name, value, "accepted"))
+    assert not wrong, wrong

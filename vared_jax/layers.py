@@ -141,10 +141,14 @@ class RedConv(nn.Module):
         """Output of choice (p_t, p_c) (statically available): (B, T, H, W, Cin) -> (B, T', H', W', Cout)."""
         s, c = 2 ** p_t, self.features // 2 ** p_c
         stride = (self.stride[0] * s, *self.stride[1:])
-        y = conv3d(x, self.w[..., :c], stride, [(p, p) for p in self.padding])
+        return self.finish(conv3d(x, self.w[..., :c], stride, [(p, p) for p in self.padding]), p_t, p_c)
+
+    def finish(self, y: jax.Array, p_t: int, p_c: int) -> jax.Array:
+        """The computed part y (B, T'/2**p_t, H', W', C_out/2**p_c) -> the layer output: channel
+        reconstruction, time interpolation, affine."""
         if p_c > 0:
             y = jnp.concatenate([y, jnp.einsum("bthwc,cd->bthwd", y, self.recon[p_c])], axis=-1)
-        y = interpolate_time(y, s)
+        y = interpolate_time(y, 2 ** p_t)
         if self.branch_callback is not None:
             jax.debug.callback(functools.partial(self.branch_callback, "/".join(self.scope.path), p_t, p_c))
         return y * self.scale + self.bias
@@ -158,15 +162,29 @@ class RedConv(nn.Module):
         return lt, lc
 
     def mixture(self, x: jax.Array, wt: jax.Array, wc: jax.Array) -> jax.Array:
-        """Σ_{t,c} wt[:, t] wc[:, c] branch(t, c) over the available choices (all computed)."""
+        """Σ_{t,c} wt[:, t] wc[:, c] branch(t, c) over the available choices, from one full conv.
+
+        Choice (p_t, p_c)'s conv output is the full output's every 2**p_t-th step and first
+        C_out/2**p_c channels (the same kernel slice at stride x 2**p_t); reconstruction and
+        interpolation are linear and commute (one acts on channels, the other on time), and the
+        weights sum to 1 under the shared affine, so the sum is
+        affine(Σ_t wt[t] interp_t(M[::2**t])) with M = Σ_c wc[c] recon_c(full[..., :C_out/2**c]):
+        one conv, K_c reconstructions, K_t interpolations (unavailable choices have weight 0)."""
         at, ac = self.availability(x.shape[1])
-        out = 0.0
-        for pt in range(len(at)):
-            for pc in range(len(ac)):
-                if at[pt] and ac[pc]:
-                    w = (wt[:, pt] * wc[:, pc])[:, None, None, None, None]
-                    out = out + w * self.branch(x, pt, pc)
-        return out
+        col = lambda w: w[:, None, None, None, None]  # noqa: E731 - (B,) -> broadcast over (B, T, H, W, C)
+        full = conv3d(x, self.w, self.stride, [(p, p) for p in self.padding])
+        m = col(wc[:, 0]) * full
+        for pc in range(1, len(ac)):
+            if ac[pc]:
+                y = full[..., :self.features // 2 ** pc]
+                m = m + col(wc[:, pc]) * jnp.concatenate([y, jnp.einsum("bthwc,cd->bthwd", y, self.recon[pc])], -1)
+        out = col(wt[:, 0]) * m
+        for pt in range(1, len(at)):
+            if at[pt]:
+                out = out + col(wt[:, pt]) * interpolate_time(m[:, ::2 ** pt], 2 ** pt)
+        if self.branch_callback is not None:  # (layer, -1, -1): every choice computed
+            jax.debug.callback(functools.partial(self.branch_callback, "/".join(self.scope.path), -1, -1))
+        return out * self.scale + self.bias
 
     # -- forward ------------------------------------------------------------------------------
     def __call__(self, x: jax.Array, mode: str = "soft", tau: float = 1.0, deterministic: bool = True,

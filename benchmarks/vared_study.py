@@ -1,0 +1,131 @@
+"""VA-RED² learning study on the synthetic motion videos (configs/vared_synthetic.py): does the
+VA-RED² network trained to a FLOPs budget keep the dense network's accuracy, and is its policy
+input-dependent (more temporal reduction on static clips)?
+
+For each seed, with the same recipe for every run:
+  1. `dense`: the dense R(2+1)D (small) trained from scratch for --dense-steps;
+  2. from that network, --vared-steps more of either
+       `dense_more`: the dense network (the same extra budget: the fair baseline),
+       `vared`:      the VA-RED² network (gates and reconstructions fresh) at --budget;
+  3. held-out top-1 of each (multi-view, as in training); for `vared` with each gate's argmax:
+     the FLOPs of the chosen branches / dense, and the share of gated convs choosing a temporal /
+     channel reduction on the held-out clips as they are ('moving') and with every frame replaced
+     by the clip's first ('static': the same content, no motion).
+
+    python benchmarks/vared_study.py --workdir /tmp/vared_study            # 3 seeds (~20 min on 2 CPU cores)
+    python benchmarks/vared_study.py --workdir /tmp/vared_quick --quick    # bookkeeping only (~2 min)
+
+Resumable: every finished run is appended to WORKDIR/runs.jsonl and skipped by a later invocation
+(a run killed mid-way resumes from its own checkpoints); records made with other settings are
+refused. Last line of stdout: {"runs": [...], "summary": {name: {"top1_mean", "top1_std", ...}},
+"settings": {...}}; std over seeds (ddof 1; 0 with one seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from configs.vared_synthetic import get_config  # noqa: E402
+from everest_jax import inputs  # noqa: E402
+from vared_jax import train  # noqa: E402
+
+
+def run_config(args, seed: int, vared: bool, steps: int, init_from: str = ""):
+    c = get_config(f"vared={str(vared).lower()},budget={args.budget}")
+    c.seed, c.total_steps, c.init_from = seed, steps, init_from
+    c.warmup_steps = min(c.warmup_steps, steps // 10)
+    c.log_every = max(steps // 5, 1)
+    if args.quick:
+        c.batch_size, c.data.num_eval_examples, c.eval.num_clips, c.eval.num_crops = 8, 16, 1, 1
+        c.checkpoint.every_steps = steps
+    return c
+
+
+def policy(config, workdir: pathlib.Path) -> dict:
+    """Shares of gated convs choosing a temporal / channel reduction and FLOPs / dense, on the
+    held-out clips moving and static (every frame = the first), each gate at its argmax."""
+    model, clip = train.validate(config)
+    task = train.ClassifyTask(config, model, clip)
+    params = train.load_params(workdir / "final")[2]
+    predict = jax.jit(task.predict)
+    out = {}
+    for batch in inputs.eval_views(config, clip, 0, 1):
+        video = batch["video"][:, 0][batch["valid"].astype(bool)]  # the first view of each real video
+        for name, v in (("moving", video), ("static", np.repeat(video[:, :1], video.shape[1], axis=1))):
+            got = jax.device_get(predict(params, jnp.asarray(v)))
+            for k in ("flops", "temporal_reduced", "channel_reduced"):
+                out.setdefault(f"{name}_{k}", []).extend(np.asarray(got[k]).tolist())
+    return {k: float(np.mean(v)) for k, v in out.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--dense-steps", type=int, default=300)
+    ap.add_argument("--vared-steps", type=int, default=150)
+    ap.add_argument("--budget", type=float, default=0.65)
+    ap.add_argument("--quick", action="store_true", help="2 + 2 steps, one seed, batch 8: bookkeeping only")
+    ap.add_argument("--out", default="", help="also write the JSON here")
+    args = ap.parse_args()
+    if args.quick:
+        args.seeds, args.dense_steps, args.vared_steps = args.seeds[:1], 2, 2
+    settings = {k: getattr(args, k) for k in ("dense_steps", "vared_steps", "budget", "quick")}
+    root = pathlib.Path(args.workdir)
+    root.mkdir(parents=True, exist_ok=True)
+    log = root / "runs.jsonl"
+    done = {}
+    for line in log.read_text().splitlines() if log.exists() else []:
+        r = json.loads(line)
+        if r["settings"] != settings:
+            raise SystemExit(f"{log} holds runs made with {r['settings']}, not {settings}; use another --workdir")
+        done[(r["name"], r["seed"])] = r
+    for seed in args.seeds:
+        base = root / f"seed{seed}"
+        plan = [("dense", False, args.dense_steps, ""), ("dense_more", False, args.vared_steps, base / "dense" / "final"),
+                ("vared", True, args.vared_steps, base / "dense" / "final")]
+        for name, vared, steps, init in plan:
+            if (name, seed) in done:
+                continue
+            config = run_config(args, seed, vared, steps, str(init))
+            print(f"== seed {seed}: {name}", file=sys.stderr, flush=True)
+            final = train.run(config, str(base / name))
+            record = {"name": name, "seed": seed, "settings": settings, "top1": final["eval_top1"],
+                      "train_loss": final["loss"]}
+            if vared:
+                record.update(eval_flops=final["eval_flops"], **policy(config, base / name))
+            with log.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            done[(name, seed)] = record
+    runs = [done[(n, s)] for s in args.seeds for n in ("dense", "dense_more", "vared")]
+    summary = {}
+    for name in ("dense", "dense_more", "vared"):
+        rs = [r for r in runs if r["name"] == name]
+        keys = [k for k in rs[0] if k not in ("name", "seed", "settings")]
+        summary[name] = {}
+        for k in keys:
+            v = np.asarray([r[k] for r in rs], np.float64)
+            summary[name][f"{k}_mean"] = float(v.mean())
+            summary[name][f"{k}_std"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+    for name, s in summary.items():
+        print(f"{name:11s} top1 {100 * s['top1_mean']:.1f} +- {100 * s['top1_std']:.1f} %"
+              + (f"  FLOPs {s['eval_flops_mean']:.3f}  temporal-reduced moving {s['moving_temporal_reduced_mean']:.2f}"
+                 f" / static {s['static_temporal_reduced_mean']:.2f}" if name == "vared" else ""), file=sys.stderr)
+    result = {"runs": runs, "summary": summary, "settings": settings}
+    if args.out:
+        pathlib.Path(args.out).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""VA-RED² on the shared training core: `python -m vared_jax.main` trains the dense R(2+1)D, then
+the VA-RED² network from it, then evaluates; the loss is cross-entropy + the FLOPs-budget term
+with the annealed temperature; initialisation from a torchvision state dict."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs.vared_synthetic import get_config
+from everest_jax.config import ConfigError
+from vared_jax import train
+from vared_jax.model import expected_flops
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SMALL = ["--config.total_steps=4", "--config.warmup_steps=1", "--config.log_every=1", "--config.batch_size=8",
+         "--config.data.num_eval_examples=8", "--config.eval.num_clips=1", "--config.eval.num_crops=1",
+         "--config.checkpoint.every_steps=2"]
+
+
+def main(config, workdir, *extra):
+    cmd = [sys.executable, "-m", "vared_jax.main", "--config", config, "--workdir", str(workdir), *SMALL, *extra]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_dense_then_vared_then_evaluate(tmp_path):
+    dense = main("configs/vared_synthetic.py:vared=false", tmp_path / "dense")
+    assert [r["step"] for r in dense if "loss" in r] == [1, 2, 3, 4] and "eval_top1" in dense[-1]
+    assert "eval_flops" not in dense[-1]
+
+    records = main("configs/vared_synthetic.py", tmp_path / "vared", f"--config.init_from={tmp_path}/dense/final")
+    steps = [r for r in records if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    taus = [r["tau"] for r in steps]  # 5 -> 0.5 geometrically over 4 steps, logged after each step
+    np.testing.assert_allclose(taus, [5 * 0.1 ** (s / 4) for s in range(4)], rtol=1e-5)
+    assert all(0.2 < r["flops"] < 1.0 for r in steps)
+    final = records[-1]
+    assert 0.2 < final["eval_flops"] < 1.0 and 0 <= final["eval_temporal_reduced"] <= 1
+    model, kind, params = train.load_params(tmp_path / "vared" / "final")
+    assert kind == "vared" and model.num_classes == 4
+    _, _, dense_params = train.load_params(tmp_path / "dense" / "final")
+    # the backbone started from the dense run (the final weights moved, the gates exist)
+    assert "gate_t" in params["stem_t"] and "gate_t" not in dense_params["stem_t"]
+
+    evaluated = main("configs/vared_synthetic.py:job=evaluate", tmp_path / "eval",
+                     f"--config.init_from={tmp_path}/vared/final")
+    assert evaluated[-1]["eval_top1"] == final["eval_top1"] and evaluated[-1]["eval_flops"] == final["eval_flops"]
+
+
+def test_loss_is_cross_entropy_plus_the_budget_term_at_the_annealed_temperature():
+    config = get_config()
+    config.total_steps, config.warmup_steps = 10, 1
+    model, clip = train.validate(config)
+    task = train.ClassifyTask(config, model, clip)
+    params = jax.jit(task.init_params)()
+    rng = np.random.default_rng(0)
+    batch = {"video": jnp.asarray(rng.normal(size=(2, *task.shape, 3)), jnp.float32), "label": jnp.asarray([1, 3])}
+    key, step = jax.random.key(7), 4
+    loss, metrics = jax.jit(task.loss)(params, batch, key, step)
+    tau = 5.0 * (0.5 / 5.0) ** (step / 10)
+    logits, choices = jax.jit(lambda p: task.net.apply({"params": p}, batch["video"], mode="soft", tau=tau,
+                                                       deterministic=False, rngs={"gumbel": key}))(params)
+    ce = optax.softmax_cross_entropy(logits, optax.smooth_labels(jax.nn.one_hot(batch["label"], 4), 0.1)).mean()
+    flops = float(jnp.mean(expected_flops(model, task.shape, choices)))
+    np.testing.assert_allclose(float(metrics["tau"]), tau, rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["flops"]), flops, rtol=1e-5)
+    np.testing.assert_allclose(float(loss), float(ce) + 2.0 * (flops - 0.65) ** 2, rtol=1e-5)
+
+
+def test_init_from_a_torchvision_state_dict_and_refusals(tmp_path):
+    torch = pytest.importorskip("torch")
+    from torch_r2plus1d import R2Plus1D18
+
+    net = R2Plus1D18(num_classes=400)
+    torch.save(net.state_dict(), tmp_path / "r21d.pth")
+    config = get_config("size=18")
+    config.init_from = str(tmp_path / "r21d.pth")
+    model, clip = train.validate(config)
+    task = train.ClassifyTask(config, model, clip)
+    abstract = jax.eval_shape(task.init_params)
+    given = task.initial_params(abstract)
+    assert "fc" not in given  # 400 classes -> this config's 4: a fresh head
+    assert "gate_t" not in given["stem_t"] and given["stem_t"]["kernel"].shape == abstract["stem_t"]["kernel"].shape
+    np.testing.assert_allclose(given["layer4_1_conv2_t"]["kernel"][:, 0, 0],
+                               net.state_dict()["layer4.1.conv2.0.3.weight"].numpy()[:, :, :, 0, 0].transpose(2, 1, 0),
+                               rtol=1e-6)
+    config = get_config()  # the small network cannot take R(2+1)D-18 weights
+    config.init_from = str(tmp_path / "r21d.pth")
+    model, clip = train.validate(config)
+    small = train.ClassifyTask(config, model, clip)
+    with pytest.raises(ConfigError, match="does not fit the model: parameter"):
+        small.initial_params(jax.eval_shape(small.init_params))
