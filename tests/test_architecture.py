@@ -29,9 +29,18 @@ def modules(package: str):
 
 
 def test_the_shared_library_never_imports_a_method_package():
-    offenders = {str(p.relative_to(REPO)): sorted(m for m in imports(p) if m.split(".")[0] == "stmg_jax")
+    offenders = {str(p.relative_to(REPO)): sorted(m for m in imports(p) if m.split(".")[0] in ("stmg_jax", "vared_jax"))
                  for p in modules("everest_jax")}
     assert not {k: v for k, v in offenders.items() if v}
+
+
+def test_method_packages_do_not_import_each_other():
+    """STMG and VA-RED² build on the shared library only."""
+    offenders = {str(p.relative_to(REPO)): sorted(m for m in imports(p) if m.split(".")[0] == other)
+                 for package, other in (("stmg_jax", "vared_jax"), ("vared_jax", "stmg_jax"))
+                 for p in modules(package)}
+    assert not {k: v for k, v in offenders.items() if v}
+    assert "everest_jax.trainer" in imports(REPO / "vared_jax" / "train.py")  # the checker sees them
 
 
 def test_data_modules_import_no_model_or_trainer():
