@@ -1,0 +1,96 @@
+"""VA-RED² at batch 1: does skipping the unchosen branches save time, not only FLOPs?
+
+In one run, interleaved rounds, median wall time of a jitted batch-1 forward of
+  dense        the dense R(2+1)D;
+  forced_T_C   the VA-RED² network with every gate forced to (p_t=T, p_c=C) (static choices: the
+               cheapest possible code for that policy), for (0,0), (1,0), (0,1), (1,1);
+  switch       the VA-RED² network choosing per conv at run time (`lax.switch`), with its gates
+               biased towards the choice given by --policy (untrained gates pick arbitrarily);
+and each one's analytic FLOPs / dense. Random weights (timing does not depend on them).
+
+    python benchmarks/vared_latency.py                     # small, 8x32x32 (~1 min on 2 CPU cores)
+    python benchmarks/vared_latency.py --size 18 --frames 16 --image-size 112
+
+Last line of stdout: {"rows": {name: {"ms", "flops_ratio"}}, "settings": {...}, "machine": {...}}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vared_jax.model import R2Plus1D, VaRedR2Plus1D, dense_params, fixed_flops, dense_flops, r2plus1d_18, small  # noqa: E402
+
+
+def biased(params, choice):
+    """Every gate's logits made to prefer `choice` (p_t, p_c) whatever the input."""
+    out = {}
+    for name, layer in params.items():
+        layer = dict(layer)
+        for head, p in (("gate_t", choice[0]), ("gate_c", choice[1])):
+            if head in layer:
+                n = layer[head]["bias"].shape[0]
+                layer[head] = {"kernel": jnp.zeros_like(layer[head]["kernel"]),
+                               "bias": jnp.zeros(n).at[min(p, n - 1)].set(10.0)}
+        out[name] = layer
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", choices=("small", "18"), default="small")
+    ap.add_argument("--frames", type=int, default=8)
+    ap.add_argument("--image-size", type=int, default=32)
+    ap.add_argument("--policy", type=int, nargs=2, default=[1, 1], help="(p_t, p_c) the switch's gates prefer")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--iters", type=int, default=10)
+    args = ap.parse_args()
+    config = small(4) if args.size == "small" else r2plus1d_18(400)
+    shape = (args.frames, args.image_size, args.image_size)
+    video = jnp.asarray(np.random.default_rng(0).normal(size=(1, *shape, 3)), jnp.float32)
+    vared = VaRedR2Plus1D(config)
+    params = jax.jit(lambda: vared.init({"params": jax.random.key(0)}, video, forced=None)["params"])()
+    dense = dense_flops(config, shape)
+    fns = {"dense": (jax.jit(R2Plus1D(config).apply), {"params": dense_params(params)}, 1.0)}
+    for choice in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        fns[f"forced_{choice[0]}_{choice[1]}"] = (jax.jit(lambda v, x, c=choice: vared.apply(v, x, forced=c)[0]),
+                                                  {"params": params}, fixed_flops(config, shape, choice) / dense)
+    switch_params = {"params": biased(params, args.policy)}
+    switch = jax.jit(lambda v, x: vared.apply(v, x, mode="hard"))
+    _, chosen = switch(switch_params, video)
+    policy = {k: (int(np.argmax(c["t"][0])), int(np.argmax(c["c"][0]))) for k, c in chosen.items()}
+    fns["switch"] = (jax.jit(lambda v, x: vared.apply(v, x, mode="hard")[0]), switch_params,
+                     fixed_flops(config, shape, policy, include_gates=True) / dense)
+    for f, v, _ in fns.values():
+        jax.block_until_ready(f(v, video))  # compile
+    times = {k: [] for k in fns}
+    for _ in range(args.rounds):  # interleaved: every variant once per round
+        for k, (f, v, _) in fns.items():
+            t = time.perf_counter()
+            for _ in range(args.iters):
+                out = f(v, video)
+            jax.block_until_ready(out)
+            times[k].append((time.perf_counter() - t) / args.iters * 1e3)
+    rows = {k: {"ms": float(np.median(times[k])), "flops_ratio": float(fns[k][2])} for k in fns}
+    for k, r in rows.items():
+        print(f"{k:12s} {r['ms']:8.2f} ms  x{r['ms'] / rows['dense']['ms']:.2f} time  x{r['flops_ratio']:.3f} FLOPs",
+              file=sys.stderr)
+    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+               "device": str(jax.devices()[0].device_kind), "jax": jax.__version__}
+    print(json.dumps({"rows": rows, "settings": {**vars(args), "policy_layers": len(policy)}, "machine": machine}))
+
+
+if __name__ == "__main__":
+    main()
