@@ -1,7 +1,7 @@
 """VA-RED² (Pan et al., ICLR 2021): video-adaptive redundancy reduction for R(2+1)D.
 
 Modules:
-  layers   ConvAffine (conv + frozen-BN affine) and RedConv (the soft-modulated conv: temporal
+  layers   RedConv (conv + frozen-BN affine; with vared=True the soft-modulated conv: temporal
            subsampling + interpolation, channel slice + 1x1 reconstruction, gate, modes).
   model    R2Plus1DConfig, the dense R2Plus1D and VaRedR2Plus1D (shared param names),
            param helpers and the analytic FLOPs counter (dense, fixed-choice, expected).

@@ -75,32 +75,12 @@ def _largest_available(p: int, avail: list[bool]) -> int:
     return p
 
 
-class ConvAffine(nn.Module):
-    """Ungated conv + per-channel affine ("frozen BatchNorm"): (B, T, H, W, in) -> (B, T', H', W', features)."""
-
-    in_features: int
-    features: int
-    kernel: tuple[int, int, int]
-    stride: tuple[int, int, int] = (1, 1, 1)
-    padding: tuple[int, int, int] = (0, 0, 0)
-    scale_init: float = 1.0
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        w = self.param("kernel", nn.initializers.variance_scaling(2.0, "fan_in", "normal"),
-                       (*self.kernel, self.in_features, self.features))
-        scale = self.param("scale", nn.initializers.constant(self.scale_init), (self.features,))
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        y = conv3d(x, w, self.stride, [(p, p) for p in self.padding])
-        return y * scale + bias
-
-
 class RedConv(nn.Module):
     """Conv + affine with the VA-RED² soft-modulation gate. Same `kernel`/`scale`/`bias` params as
-    `ConvAffine`, plus `gate` (Dense hidden -> ReLU -> Dense(levels_t+1) `temporal`, Dense(levels_c+1)
+    a plain conv + affine, plus `gate` (Dense hidden -> ReLU -> Dense(levels_t+1) `temporal`, Dense(levels_c+1)
     `channel`) and `recon_<p>` (c_out/2**p, c_out - c_out/2**p) for p = 1..levels_c.
 
-    `vared=False`: a plain `ConvAffine` (no gate params). Otherwise `__call__(x, mode, ...)`
+    `vared=False`: the plain conv + per-channel affine ("frozen BatchNorm"; no gate params). Otherwise `__call__(x, mode, ...)`
     returns (y (B, T', H', W', features), {"t": (B, levels_t+1), "c": (B, levels_c+1)} weights).
     """
 

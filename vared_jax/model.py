@@ -64,7 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from everest_jax.errors import ConfigError
-from vared_jax.layers import ConvAffine, RedConv, available, conv_out, _largest_available
+from vared_jax.layers import RedConv, available, conv_out, _largest_available
 
 
 def _pos_ints(v: Any, n: int) -> bool:
@@ -176,7 +176,7 @@ class _Net(nn.Module):
             return y
 
         s0, s1 = c.stem_widths
-        x = nn.relu(ConvAffine(3, s0, (1, 7, 7), (1, 2, 2), (0, 3, 3), name="stem_s")(video))
+        x = nn.relu(RedConv(3, s0, (1, 7, 7), (1, 2, 2), (0, 3, 3), vared=False, name="stem_s")(video))
         x = nn.relu(run(self._conv("stem_t", s0, s1, (3, 1, 1), padding=(1, 0, 0)), x))
         for name, cin, cout, st in block_specs(c):
             mid = midplanes(cin, cout)
@@ -187,7 +187,7 @@ class _Net(nn.Module):
             h = run(self._conv(sub("conv2_t"), mid, cout, (3, 1, 1), (1, 1, 1), (1, 0, 0),
                                c.residual_scale_init), h)
             if st != 1 or cin != cout:
-                x = ConvAffine(cin, cout, (1, 1, 1), (st, st, st), name=sub("proj"))(x)
+                x = RedConv(cin, cout, (1, 1, 1), (st, st, st), vared=False, name=sub("proj"))(x)
             x = nn.relu(h + x)
         logits = nn.Dense(c.num_classes, name="fc")(jnp.mean(x, axis=(1, 2, 3)))
         return logits, choices

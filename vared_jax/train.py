@@ -111,8 +111,9 @@ def load_init_params(path: str, abstract_params) -> dict:
         params = from_torchvision(torch.load(p, map_location="cpu", weights_only=True))
     else:
         params = load_params(p)[2]
-    params = dense_params(jax.tree.map(np.asarray, params)) if not _has_gates(abstract_params) else \
-        jax.tree.map(np.asarray, params)
+    params = jax.tree.map(np.asarray, params)
+    if not _has_gates(abstract_params):
+        params = dense_params(params)
     if "fc" in params and checkpoint.tree_mismatch(params["fc"], abstract_params["fc"]):
         params = {k: v for k, v in params.items() if k != "fc"}  # another class count: a fresh head
     missing = sorted(set(abstract_params) - set(params) - {"fc"})
