@@ -51,10 +51,11 @@ def classifier_config(job: str) -> ml_collections.ConfigDict:
         name="synthetic",  # synthetic | videos (list files) | tfds
         num_classes=4,
         # synthetic: procedural moving shapes, labels = motion direction (x speed band with num_speeds > 1;
+        # with static_class the last class does not move;
         # see everest_jax.data.synthetic). The videos depend on synthetic_seed (eval: + an offset),
         # not on the run's seed, so runs with other seeds see the same dataset.
         num_examples=1024, num_eval_examples=256, camera_pan=False, synthetic_seed=0, num_speeds=1,
-        min_travel=0.3, max_travel=0.6, background_drift=0.0, balanced_labels=False, wrap=False,
+        min_travel=0.3, max_travel=0.6, background_drift=0.0, balanced_labels=False, wrap=False, static_class=False,
         # videos: VideoMAE-style list files ('path label' per line or CSV), paths relative to root
         root="", train_list="", eval_list="",
         # tfds: e.g. tfds_name="ucf101/ucf101_1_256"

@@ -55,7 +55,7 @@ FIELDS = {
     "eval.num_clips": Int(1), "eval.num_crops": Int(1), "eval.crop_extent": Float(1), "eval.batch_size": Int(1),
     "data.name": OneOf(SOURCES), "data.num_classes": Int(1), "data.num_examples": Int(1),
     "data.num_eval_examples": Int(1), "data.camera_pan": Is(bool), "data.synthetic_seed": Int(0),
-    "data.num_speeds": Int(1), "data.min_travel": _POSITIVE, "data.max_travel": _POSITIVE,
+    "data.num_speeds": Int(1), "data.static_class": Is(bool), "data.min_travel": _POSITIVE, "data.max_travel": _POSITIVE,
     "data.background_drift": Float(0), "data.balanced_labels": Is(bool), "data.wrap": Is(bool),
     "data.root": Is(str), "data.train_list": Is(str), "data.eval_list": Is(str), "data.tfds_name": Is(str),
     "data.train_split": Is(str), "data.eval_split": Is(str), "data.tfds_data_dir": Is(str),
@@ -91,6 +91,11 @@ def validate(data: ml_collections.ConfigDict, job: str, model_config: ModelConfi
         except ValueError as e:
             raise ConfigError(f"data.candidate_alpha: {e}") from None
     if data.name == "synthetic":
+        try:
+            SyntheticVideos(num_classes=data.num_classes, num_speeds=data.num_speeds, min_travel=data.min_travel,
+                            max_travel=data.max_travel, static_class=data.static_class)
+        except ValueError as e:
+            raise ConfigError(f"data: {e}") from None
         return
     needed = {"pretrain": ("train",), "finetune": ("train", "eval"), "evaluate": ("eval",)}[job]
     if data.name == "videos":
@@ -125,7 +130,7 @@ def synthetic_split(config, model_config: ModelConfig, train: bool, num_frames: 
                            seed=d.synthetic_seed + (0 if train else EVAL_SEED_OFFSET), camera_pan=d.camera_pan,
                            num_speeds=d.num_speeds, min_travel=d.min_travel, max_travel=d.max_travel,
                            background_drift=d.background_drift, balanced_labels=d.balanced_labels,
-                           wrap=d.wrap)
+                           wrap=d.wrap, static_class=d.static_class)
 
 
 def _to_model_input(example: dict) -> dict:

@@ -46,6 +46,23 @@ def test_label_is_the_direction_the_masked_shape_moves(num_classes):
     assert len(labels) == num_classes  # every class occurs
 
 
+def test_static_class_does_not_move_and_the_others_share_the_directions():
+    ds = SyntheticVideos(num_examples=30, num_frames=8, image_size=(32, 32), num_classes=4, seed=1,
+                         static_class=True, balanced_labels=True)
+    for i in range(len(ds)):
+        ex = ds[i]
+        moved = np.abs(ex["video"][-1].astype(int) - ex["video"][0]).mean()
+        if ex["label"] == 3:
+            np.testing.assert_array_equal(ex["video"], np.broadcast_to(ex["video"][:1], ex["video"].shape))
+        else:  # 3 directions, 120 degrees apart
+            assert moved > 1
+            (y0, x0), (y1, x1) = (np.argwhere(ex["mask"][t]).mean(0) for t in (0, -1))
+            err = np.angle(np.exp(1j * (np.arctan2(y1 - y0, x1 - x0) - 2 * np.pi * ex["label"] / 3)))
+            assert abs(err) < np.pi / 3
+    with pytest.raises(ValueError, match="num_classes - 1"):
+        SyntheticVideos(num_classes=4, num_speeds=2, static_class=True)
+
+
 def test_a_single_frame_does_not_carry_the_label():
     """The first frame's shape position alone must not separate the classes: both classes of
     opposite directions start in overlapping regions."""
@@ -64,3 +81,13 @@ def test_normalize_video():
     out = normalize_video(v)
     np.testing.assert_allclose(out[0, 0, 0], (1 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD), rtol=1e-6)
     assert out.dtype == np.float32
+
+
+@pytest.mark.parametrize("update", [dict(num_speeds=3), dict(static_class=True, num_speeds=2)])
+def test_a_synthetic_config_the_dataset_cannot_make_is_refused_before_running(update):
+    from configs.quickstart import get_config
+    from everest_jax import ConfigError, train
+    config = get_config()
+    config.data.update(**update)
+    with pytest.raises(ConfigError, match=r"data: num_classes.*num_speeds"):
+        train.validate(config)

@@ -24,6 +24,9 @@ Why each property is there:
     selection criterion, not a tie-break by token index, decides what is dropped.
   * `camera_pan` moves the whole background by up to the shape's speed: every token moves, the
     hard case for motion-based selection.
+  * `static_class` makes the last class a shape that does not move (the others: num_classes - 1
+    directions x speed bands): clips with and without motion in one dataset, for models whose
+    compute may depend on the input (VA-RED²: static clips need fewer time steps).
   * `balanced_labels` sets label = index % num_classes (instead of a random class), so a small
     labelled split of k * num_classes clips has exactly k clips per class.
 """
@@ -79,10 +82,16 @@ class SyntheticVideos:
     background_drift: float = 0.0  # pixels per frame, random direction per clip
     balanced_labels: bool = False  # label = index % num_classes
     wrap: bool = False  # the shape moves on a torus and starts anywhere
+    static_class: bool = False  # label num_classes - 1: the shape stays put
+
+    @property
+    def moving_classes(self) -> int:
+        return self.num_classes - int(self.static_class)
 
     def __post_init__(self):
-        if self.num_speeds < 1 or self.num_classes % self.num_speeds:
-            raise ValueError(f"num_classes={self.num_classes} must be a multiple of num_speeds={self.num_speeds}")
+        if self.num_speeds < 1 or self.moving_classes < 1 or self.moving_classes % self.num_speeds:
+            what = "num_classes - 1 (static_class)" if self.static_class else "num_classes"
+            raise ValueError(f"{what}={self.moving_classes} must be a positive multiple of num_speeds={self.num_speeds}")
         if not 0 < self.min_travel <= self.max_travel:
             raise ValueError(f"need 0 < min_travel={self.min_travel} <= max_travel={self.max_travel}")
         if self.background_drift < 0:
@@ -99,12 +108,14 @@ class SyntheticVideos:
         drawn = int(rng.integers(self.num_classes))  # drawn even when balanced: the rest of the clip stays put
         label = index % self.num_classes if self.balanced_labels else drawn
         direction, band = divmod(label, self.num_speeds)
-        angle = 2 * np.pi * direction / (self.num_classes // self.num_speeds) + rng.normal(0, 0.1)
+        angle = 2 * np.pi * direction / (self.moving_classes // self.num_speeds) + rng.normal(0, 0.1)
         # The shape travels a band of min_travel..max_travel of the frame over the clip; the
         # trajectory's midpoint is uniform in the central half of the frame, independent of the
         # label, so that no single frame (e.g. where the shape starts) gives the class away.
         edges = np.linspace(self.min_travel, self.max_travel, 2 * self.num_speeds)
         speed = rng.uniform(edges[2 * band], edges[2 * band + 1]) * min(h, w) / max(self.num_frames - 1, 1)
+        if label >= self.moving_classes:  # the static class
+            speed = 0.0
         radius = rng.uniform(0.1, 0.2) * min(h, w)
         reach = int(np.ceil(speed * self.num_frames)) + 2  # camera pan: up to the shape's speed
         pad = reach + int(np.ceil(self.background_drift * self.num_frames))
