@@ -10,7 +10,9 @@ For each seed, with the same recipe for every run:
   3. held-out top-1 of each (multi-view, as in training); for `vared` with each gate's argmax:
      the FLOPs of the chosen branches / dense, and the share of gated convs choosing a temporal /
      channel reduction on the held-out clips as they are ('moving') and with every frame replaced
-     by the clip's first ('static': the same content, no motion).
+     by the clip's first ('static': the same content, no motion); with --static-class (a fifth
+     class whose shape does not move, in training and held-out data) also split by class
+     ('class_static' / 'class_moving', the clips as they are).
 
     python benchmarks/vared_study.py --workdir /tmp/vared_study            # 3 seeds (~20 min on 2 CPU cores)
     python benchmarks/vared_study.py --workdir /tmp/vared_quick --quick    # bookkeeping only (~2 min)
@@ -41,7 +43,7 @@ from vared_jax import train  # noqa: E402
 
 
 def run_config(args, seed: int, vared: bool, steps: int, init_from: str = ""):
-    c = get_config(f"vared={str(vared).lower()},budget={args.budget}")
+    c = get_config(f"vared={str(vared).lower()},budget={args.budget},static={str(args.static_class).lower()}")
     c.seed, c.total_steps, c.init_from = seed, steps, init_from
     c.warmup_steps = min(c.warmup_steps, steps // 10)
     c.log_every = max(steps // 5, 1)
@@ -53,18 +55,24 @@ def run_config(args, seed: int, vared: bool, steps: int, init_from: str = ""):
 
 def policy(config, workdir: pathlib.Path) -> dict:
     """Shares of gated convs choosing a temporal / channel reduction and FLOPs / dense, on the
-    held-out clips moving and static (every frame = the first), each gate at its argmax."""
+    held-out clips moving and static (every frame = the first), each gate at its argmax; with a
+    static class, also over the held-out clips of that class and of the others."""
     model, clip = train.validate(config)
     task = train.ClassifyTask(config, model, clip)
     params = train.load_params(workdir / "final")[2]
     predict = jax.jit(task.predict)
     out = {}
     for batch in inputs.eval_views(config, clip, 0, 1):
-        video = batch["video"][:, 0][batch["valid"].astype(bool)]  # the first view of each real video
+        valid = batch["valid"].astype(bool)
+        video, label = batch["video"][:, 0][valid], batch["label"][valid]  # the first view of each real video
         for name, v in (("moving", video), ("static", np.repeat(video[:, :1], video.shape[1], axis=1))):
             got = jax.device_get(predict(params, jnp.asarray(v)))
             for k in ("flops", "temporal_reduced", "channel_reduced"):
                 out.setdefault(f"{name}_{k}", []).extend(np.asarray(got[k]).tolist())
+                if name == "moving" and config.data.static_class:
+                    still = label == config.data.num_classes - 1
+                    out.setdefault(f"class_static_{k}", []).extend(np.asarray(got[k])[still].tolist())
+                    out.setdefault(f"class_moving_{k}", []).extend(np.asarray(got[k])[~still].tolist())
     return {k: float(np.mean(v)) for k, v in out.items()}
 
 
@@ -75,12 +83,15 @@ def main() -> None:
     ap.add_argument("--dense-steps", type=int, default=300)
     ap.add_argument("--vared-steps", type=int, default=150)
     ap.add_argument("--budget", type=float, default=0.65)
+    ap.add_argument("--static-class", action="store_true", help="a fifth class whose shape does not move")
     ap.add_argument("--quick", action="store_true", help="2 + 2 steps, one seed, batch 8: bookkeeping only")
     ap.add_argument("--out", default="", help="also write the JSON here")
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.dense_steps, args.vared_steps = args.seeds[:1], 2, 2
     settings = {k: getattr(args, k) for k in ("dense_steps", "vared_steps", "budget", "quick")}
+    if args.static_class:  # (absent otherwise: the records made before the option still match)
+        settings["static_class"] = True
     root = pathlib.Path(args.workdir)
     root.mkdir(parents=True, exist_ok=True)
     log = root / "runs.jsonl"
@@ -120,7 +131,9 @@ def main() -> None:
     for name, s in summary.items():
         print(f"{name:11s} top1 {100 * s['top1_mean']:.1f} +- {100 * s['top1_std']:.1f} %"
               + (f"  FLOPs {s['eval_flops_mean']:.3f}  temporal-reduced moving {s['moving_temporal_reduced_mean']:.2f}"
-                 f" / static {s['static_temporal_reduced_mean']:.2f}" if name == "vared" else ""), file=sys.stderr)
+                 f" / static {s['static_temporal_reduced_mean']:.2f}" if name == "vared" else "")
+              + (f"; static class {s['class_static_temporal_reduced_mean']:.2f} / moving classes "
+                 f"{s['class_moving_temporal_reduced_mean']:.2f}" if "class_static_flops_mean" in s else ""), file=sys.stderr)
     result = {"runs": runs, "summary": summary, "settings": settings}
     if args.out:
         pathlib.Path(args.out).write_text(json.dumps(result, indent=1))
