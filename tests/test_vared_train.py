@@ -98,3 +98,10 @@ def test_init_from_a_torchvision_state_dict_and_refusals(tmp_path):
     small = train.ClassifyTask(config, model, clip)
     with pytest.raises(ConfigError, match="does not fit the model: parameter"):
         small.initial_params(jax.eval_shape(small.init_params))
+
+
+def test_static_arg_adds_a_fifth_class_that_does_not_move():
+    config = get_config("static=true")
+    model, clip = train.validate(config)
+    assert model.num_classes == config.data.num_classes == 5 and config.data.static_class
+    assert get_config().data.num_classes == 4 and not get_config().data.static_class
