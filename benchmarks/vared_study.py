@@ -16,6 +16,7 @@ For each seed, with the same recipe for every run:
 
     python benchmarks/vared_study.py --workdir /tmp/vared_study            # 3 seeds (~20 min on 2 CPU cores)
     python benchmarks/vared_study.py --workdir /tmp/vared_quick --quick    # bookkeeping only (~2 min)
+    python benchmarks/vared_study.py --workdir /tmp/vared_study --gate-logits   # the gates' logits per conv
 
 Resumable: every finished run is appended to WORKDIR/runs.jsonl and skipped by a later invocation
 (a run killed mid-way resumes from its own checkpoints); records made with other settings are
@@ -40,6 +41,7 @@ import numpy as np  # noqa: E402
 from configs.vared_synthetic import get_config  # noqa: E402
 from everest_jax import inputs  # noqa: E402
 from vared_jax import train  # noqa: E402
+from vared_jax.layers import MASKED  # noqa: E402
 
 
 def run_config(args, seed: int, vared: bool, steps: int, init_from: str = ""):
@@ -76,6 +78,41 @@ def policy(config, workdir: pathlib.Path) -> dict:
     return {k: float(np.mean(v)) for k, v in out.items()}
 
 
+def gate_logit_gaps(config, workdir: pathlib.Path) -> dict:
+    """Per gated conv and head (t / c), on the first view of each held-out clip: the per-clip std of
+    its logits (mean over the available choices), the mean margin between its two best choices
+    and, with a static class, the largest |mean over static-class clips - mean over the others|
+    of a choice's logit, in units of that std."""
+    model, clip = train.validate(config)
+    task = train.ClassifyTask(config, model, clip)
+    params = train.load_params(workdir / "final")[2]
+
+    def logits(p, v):
+        _, state = task.net.apply({"params": p}, v, mode="hard", mutable=["intermediates"],
+                                  capture_intermediates=lambda _, name: name == "gate_logits")
+        return {k: d["gate_logits"][0] for k, d in state["intermediates"].items()}
+    fn, got, labels = jax.jit(logits), [], []
+    for batch in inputs.eval_views(config, clip, 0, 1):
+        valid = batch["valid"].astype(bool)
+        got.append(jax.device_get(fn(params, jnp.asarray(batch["video"][:, 0][valid]))))
+        labels.append(batch["label"][valid])
+    still = np.concatenate(labels) == config.data.num_classes - 1
+    out = {}
+    for layer in got[0]:
+        for head, i in (("t", 0), ("c", 1)):
+            x = np.concatenate([g[layer][i] for g in got])
+            x = x[:, x.min(0) > MASKED / 2]  # the available choices
+            if x.shape[1] < 2:
+                continue
+            std = x.std(0).mean()
+            top2 = np.sort(x, -1)[:, -2:]
+            row = {"std": float(std), "margin": float((top2[:, 1] - top2[:, 0]).mean())}
+            if config.data.static_class:
+                row["class_gap"] = float(np.abs(x[still].mean(0) - x[~still].mean(0)).max() / max(std, 1e-9))
+            out[f"{layer}/{head}"] = row
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", required=True)
@@ -86,6 +123,8 @@ def main() -> None:
     ap.add_argument("--static-class", action="store_true", help="a fifth class whose shape does not move")
     ap.add_argument("--quick", action="store_true", help="2 + 2 steps, one seed, batch 8: bookkeeping only")
     ap.add_argument("--out", default="", help="also write the JSON here")
+    ap.add_argument("--gate-logits", action="store_true",
+                    help="only print gate_logit_gaps of each seed's finished VA-RED² run (JSON per seed)")
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.dense_steps, args.vared_steps = args.seeds[:1], 2, 2
@@ -101,6 +140,11 @@ def main() -> None:
         if r["settings"] != settings:
             raise SystemExit(f"{log} holds runs made with {r['settings']}, not {settings}; use another --workdir")
         done[(r["name"], r["seed"])] = r
+    if args.gate_logits:
+        for seed in args.seeds:
+            gaps = gate_logit_gaps(run_config(args, seed, True, args.vared_steps), root / f"seed{seed}" / "vared")
+            print(json.dumps({"seed": seed, "gate_logits": gaps}))
+        return
     for seed in args.seeds:
         base = root / f"seed{seed}"
         plan = [("dense", False, args.dense_steps, ""), ("dense_more", False, args.vared_steps, base / "dense" / "final"),
