@@ -3,7 +3,8 @@ EVEREST token dropping and the all-token ViT.
 
 Trained here on the synthetic motion-direction videos (8x32², 4 classes), each family with its
 shipped recipe (configs/vared_synthetic.py, configs/quickstart.py:job=finetune; nothing tuned for
-this benchmark), all with the same number of optimizer steps (--dense-steps + --vared-steps):
+this benchmark) but the same training clips and number of optimizer steps (--dense-steps +
+--vared-steps) for all:
   r2plus1d_dense   the small R(2+1)D: --dense-steps, then --vared-steps more (the study's
                    `dense_more`: the same protocol as VA-RED²'s);
   vared2           from the dense network at --dense-steps, --vared-steps as VA-RED² at --budget;
@@ -107,6 +108,7 @@ def train_all(args) -> dict:
     for name, keep in (("vit_all_tokens", 1.0), ("everest_rho0.6", 0.6)):
         c = vit_config("job=finetune")
         c.seed, c.total_steps, c.model.finetune_keep_ratio = args.seed, args.dense_steps + args.vared_steps, keep
+        c.data.num_examples = out["dense"][1].data.num_examples  # the CNNs' training clips, no more
         c.warmup_steps, c.log_every = min(c.warmup_steps, c.total_steps // 10), max(c.total_steps // 5, 1)
         if args.quick:
             c.batch_size, c.data.num_eval_examples, c.eval.num_clips, c.eval.num_crops = 8, 16, 1, 1
