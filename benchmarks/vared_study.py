@@ -55,6 +55,23 @@ def run_config(args, seed: int, vared: bool, steps: int, init_from: str = ""):
     return c
 
 
+def first_views(config) -> tuple[np.ndarray, np.ndarray]:
+    """(videos (N, T, H, W, 3), labels (N,)): the first view of each held-out video."""
+    clip = train.validate(config)[1]
+    videos, labels = [], []
+    for batch in inputs.eval_views(config, clip, 0, 1):
+        valid = batch["valid"].astype(bool)
+        videos.append(batch["video"][:, 0][valid])
+        labels.append(batch["label"][valid])
+    return np.concatenate(videos), np.concatenate(labels)
+
+
+def _chunks(config, videos):
+    """`videos` in batches of eval.batch_size (the last may be smaller)."""
+    n = config.eval.batch_size
+    return (jnp.asarray(videos[i:i + n]) for i in range(0, len(videos), n))
+
+
 def policy(config, workdir: pathlib.Path) -> dict:
     """Shares of gated convs choosing a temporal / channel reduction and FLOPs / dense, on the
     held-out clips moving and static (every frame = the first), each gate at its argmax; with a
@@ -63,19 +80,17 @@ def policy(config, workdir: pathlib.Path) -> dict:
     task = train.ClassifyTask(config, model, clip)
     params = train.load_params(workdir / "final")[2]
     predict = jax.jit(task.predict)
+    video, label = first_views(config)
+    still = label == config.data.num_classes - 1
     out = {}
-    for batch in inputs.eval_views(config, clip, 0, 1):
-        valid = batch["valid"].astype(bool)
-        video, label = batch["video"][:, 0][valid], batch["label"][valid]  # the first view of each real video
-        for name, v in (("moving", video), ("static", np.repeat(video[:, :1], video.shape[1], axis=1))):
-            got = jax.device_get(predict(params, jnp.asarray(v)))
-            for k in ("flops", "temporal_reduced", "channel_reduced"):
-                out.setdefault(f"{name}_{k}", []).extend(np.asarray(got[k]).tolist())
-                if name == "moving" and config.data.static_class:
-                    still = label == config.data.num_classes - 1
-                    out.setdefault(f"class_static_{k}", []).extend(np.asarray(got[k])[still].tolist())
-                    out.setdefault(f"class_moving_{k}", []).extend(np.asarray(got[k])[~still].tolist())
-    return {k: float(np.mean(v)) for k, v in out.items()}
+    for name, v in (("moving", video), ("static", np.repeat(video[:, :1], video.shape[1], axis=1))):
+        got = [jax.device_get(predict(params, x)) for x in _chunks(config, v)]
+        for k in ("flops", "temporal_reduced", "channel_reduced"):
+            values = np.concatenate([np.asarray(g[k]) for g in got])
+            out[f"{name}_{k}"] = float(values.mean())
+            if name == "moving" and config.data.static_class:
+                out[f"class_static_{k}"], out[f"class_moving_{k}"] = float(values[still].mean()), float(values[~still].mean())
+    return out
 
 
 def gate_logit_gaps(config, workdir: pathlib.Path) -> dict:
@@ -91,12 +106,10 @@ def gate_logit_gaps(config, workdir: pathlib.Path) -> dict:
         _, state = task.net.apply({"params": p}, v, mode="hard", mutable=["intermediates"],
                                   capture_intermediates=lambda _, name: name == "gate_logits")
         return {k: d["gate_logits"][0] for k, d in state["intermediates"].items()}
-    fn, got, labels = jax.jit(logits), [], []
-    for batch in inputs.eval_views(config, clip, 0, 1):
-        valid = batch["valid"].astype(bool)
-        got.append(jax.device_get(fn(params, jnp.asarray(batch["video"][:, 0][valid]))))
-        labels.append(batch["label"][valid])
-    still = np.concatenate(labels) == config.data.num_classes - 1
+    fn = jax.jit(logits)
+    video, label = first_views(config)
+    got = [jax.device_get(fn(params, x)) for x in _chunks(config, video)]
+    still = label == config.data.num_classes - 1
     out = {}
     for layer in got[0]:
         for head, i in (("t", 0), ("c", 1)):
