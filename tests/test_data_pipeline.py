@@ -219,3 +219,27 @@ def test_tfds_ucf101_source_through_the_pipeline():
                 np.testing.assert_array_equal(o["video"], want)
                 assert o["label"] == src[i]["label"]
         assert it.report().num_bad == sum(n < T for n in lengths)
+
+
+def test_synthetic_training_batches_read_only_a_few_batches_ahead(monkeypatch):
+    """The synthetic path of everest_jax.inputs reads data.read_threads-parallel, 4 batches ahead:
+    Grain's default (16 threads, 500 batches) kept the CPU and the GIL busy during compilation."""
+    import time
+
+    from configs.quickstart import get_config
+    from everest_jax import inputs, train
+
+    calls = []
+
+    class Counted(SyntheticVideos):
+        def __getitem__(self, index):
+            calls.append(index)
+            return super().__getitem__(index)
+
+    monkeypatch.setattr(inputs, "SyntheticVideos", Counted)
+    config = get_config()
+    config.data.update(num_examples=512, read_threads=2)
+    batch = next(inputs.train_iterator(config, train.validate(config), 4, 0, 1))
+    assert batch["video"].shape[0] == 4
+    time.sleep(1.0)  # time for the threads to read ahead
+    assert len(calls) <= 4 * (1 + 4 + 2), len(calls)  # the batch, the buffer, one in flight per thread
