@@ -118,7 +118,7 @@ def load_config(path_arg: str, args):
 
 def train_checkpoint(args) -> tuple[str, dict, float, tempfile.TemporaryDirectory | None]:
     """Train the config (both phases) -> (final/ path, final evaluation, seconds, temp dir)."""
-    from stmg_jax.main import run
+    from stmg_jax.train import run
 
     cfg = load_config(args.config, args)
     tmp = None

@@ -21,6 +21,7 @@ teacher is the frozen dense network on frame t. Only the generators' parameters 
 
 from __future__ import annotations
 
+import pathlib
 from typing import Any
 
 import grain
@@ -31,10 +32,10 @@ import numpy as np
 import optax
 
 from everest_jax import optim, trainer
-from everest_jax.fields import Float, Int, Is, OneOf, prefixed
+from everest_jax.fields import Float, Int, Is, OneOf, check, prefixed
 from everest_jax.data import SyntheticVideos, normalize_video
-from stmg_jax.checkpoint import save_params
-from stmg_jax.config import ConfigError, SegNetConfig, StreamConfig
+from stmg_jax.checkpoint import CheckpointError, load_params, save_params
+from stmg_jax.config import ConfigError, SegNetConfig, StreamConfig, check_input_size
 from stmg_jax.data import IGNORE, CamVidSequences, CityscapesSequences, pairs_batch
 from stmg_jax.generator import init_generators
 from stmg_jax.masked import masked_forward
@@ -238,3 +239,46 @@ class GateTask(DenseTask):
     def export(self, workdir, params):
         save_params(workdir / "final", {"net": self.net_vars, "gen": params}, self.net_cfg, self.stream_cfg)
         return {"final_params": str(workdir / "final")}
+
+
+def check_config(cfg) -> None:
+    """Build the dataclass configs, check the data size against the stream's bin grids and, for a
+    real dataset, its class count and folders (a missing one is a `DatasetError` naming it),
+    all before anything is compiled."""
+    check(cfg, RUN_FIELDS, whole=("net", "stream"))
+    stream = stream_config(cfg)
+    net = net_config(cfg)
+    h, w = cfg.data.image_size
+    check_input_size(h, w, stream, field="data.image_size")
+    if cfg.batch_size % max(1, cfg.mesh.data * cfg.mesh.fsdp) and cfg.mesh.data > 0:
+        raise ConfigError(f"batch_size={cfg.batch_size} is not divisible by the mesh's data axes")
+    source = cfg.data.source
+    if source == "synthetic":
+        return
+    for split in ("train", "eval"):
+        data = dataset(cfg, split)
+        if data.num_classes != net.num_classes:
+            raise ConfigError(f"net.num_classes={net.num_classes} but data.source={source!r} has "
+                              f"{data.num_classes} classes")
+
+
+def run(cfg, workdir: str, log=print) -> dict:
+    """Both phases on the shared trainer core (each resumes from its checkpoints after a kill);
+    returns the final evaluation (dense/STMG mIoU, cost, agreement)."""
+    check_config(cfg)
+    work = pathlib.Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "config.json").write_text(cfg.to_json_best_effort(indent=2))
+    if cfg.init_from:
+        net, _, params = load_params(cfg.init_from)
+        if net != net_config(cfg):
+            raise CheckpointError(f"{cfg.init_from}: network {net} differs from config.net {net_config(cfg)}")
+        net_vars = params["net"]
+    else:
+        result, params = trainer.run(phase_spec(cfg, "dense"), work, DenseTask(cfg))
+        log(f"dense eval: dense_miou={result['dense_miou']:.4g}")
+        net_vars = {"params": params}
+    result, _ = trainer.run(phase_spec(cfg, "gates"), work, GateTask(cfg, net_vars))
+    result = {k: result[k] for k in ("dense_miou", "stmg_miou", "cost", "agreement", "final_params")}
+    log("STMG eval: " + ", ".join(f"{k}={v:.4g}" for k, v in result.items() if k != "final_params"))
+    return result

@@ -107,7 +107,7 @@ STMG_CONFIGS = [("stmg_synthetic", None), ("stmg_synthetic", "side=128,network=r
 
 @pytest.mark.parametrize("name, arg", STMG_CONFIGS, ids=[f"{n}:{a}" for n, a in STMG_CONFIGS])
 def test_every_stmg_run_field_refuses_invalid_values_naming_the_field(name, arg):
-    from stmg_jax.main import check_config
+    from stmg_jax.train import check_config
     from stmg_jax.train import RUN_FIELDS
 
     config = load(name, arg)
@@ -137,7 +137,7 @@ STMG_SECTION_INVALID = {
 
 def test_every_stmg_network_and_stream_field_refuses_invalid_values_naming_the_field():
     from stmg_jax.config import SegNetConfig, StreamConfig
-    from stmg_jax.main import check_config
+    from stmg_jax.train import check_config
 
     config = load("stmg_synthetic", None)
     names = {f"net.{f.name}" for f in dataclasses.fields(SegNetConfig)} | \

@@ -192,7 +192,7 @@ def test_stmg_trains_on_a_cityscapes_tree(tmp_path):
     """python -m stmg_jax.main's run() on a fixture Cityscapes tree (train + val), resized to
     32x64: the dense CE on labelled pixels falls, the evaluation scores only labelled pixels (the
     right quarter, ignore, cannot lower it) and the final checkpoint is written."""
-    from stmg_jax.main import run
+    from stmg_jax.train import run
 
     for split in ("train", "val"):
         cityscapes_tree(tmp_path / "cs", split)
@@ -209,7 +209,7 @@ def test_stmg_trains_on_a_cityscapes_tree(tmp_path):
 
 def test_real_dataset_configs_are_refused_before_compiling(tmp_path):
     from stmg_jax.config import ConfigError
-    from stmg_jax.main import check_config
+    from stmg_jax.train import check_config
 
     cityscapes_tree(tmp_path / "cs", "train")
     cfg = _cityscapes_config(tmp_path / "cs")

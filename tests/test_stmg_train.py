@@ -119,7 +119,7 @@ def test_gate_training_moves_cost_to_the_budget(tmp_path):
 
 def test_cli_config_checks_name_the_field():
     from stmg_jax.config import ConfigError
-    from stmg_jax.main import check_config
+    from stmg_jax.train import check_config
     cfg = get_config()
     check_config(cfg)  # the shipped config is valid
     cfg.data.image_size = (64, 80)
@@ -134,7 +134,7 @@ def test_cli_config_checks_name_the_field():
 def test_synthetic_config_network_argument():
     """configs/stmg_synthetic.py:side=S,network=N: the quarter-width CPU network by default, the
     full-width ResNet-18 + SwiftNet-128 decoder with network=resnet18; anything else is refused."""
-    from stmg_jax.main import check_config
+    from stmg_jax.train import check_config
     small, full = get_config("side=128"), get_config("side=128,network=resnet18")
     assert tuple(small.net.widths) == (16, 32, 64, 128) and small.net.decoder_width == 32
     assert tuple(full.net.widths) == (64, 128, 256, 512) and full.net.decoder_width == 128

@@ -1,9 +1,11 @@
 """VA-RED² on the shared training core: `python -m vared_jax.main` trains the dense R(2+1)D, then
-the VA-RED² network from it, then evaluates; the loss is cross-entropy + the FLOPs-budget term
-with the annealed temperature; initialisation from a torchvision state dict."""
+the VA-RED² network from it (killed at a random step and resumed bit for bit), then evaluates; the
+loss is cross-entropy + the FLOPs-budget term with the annealed temperature; initialisation from a
+torchvision state dict."""
 
 import json
 import pathlib
+import random
 import subprocess
 import sys
 
@@ -12,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import kill_at_step
 
 from configs.vared_synthetic import get_config
 from everest_jax.config import ConfigError
@@ -19,28 +22,38 @@ from vared_jax import train
 from vared_jax.model import expected_flops
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SMALL = ["--config.total_steps=4", "--config.warmup_steps=1", "--config.log_every=1", "--config.batch_size=8",
+STEPS = 6
+SMALL = [f"--config.total_steps={STEPS}", "--config.warmup_steps=1", "--config.log_every=1", "--config.batch_size=8",
          "--config.data.num_eval_examples=8", "--config.eval.num_clips=1", "--config.eval.num_crops=1",
          "--config.checkpoint.every_steps=2"]
 
 
+def command(config, workdir, *extra):
+    return [sys.executable, "-m", "vared_jax.main", "--config", config, "--workdir", str(workdir), *SMALL, *extra]
+
+
 def main(config, workdir, *extra):
-    cmd = [sys.executable, "-m", "vared_jax.main", "--config", config, "--workdir", str(workdir), *SMALL, *extra]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(command(config, workdir, *extra), cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_dense_then_vared_then_evaluate(tmp_path):
+def flat(workdir):
+    return {jax.tree_util.keystr(p): np.asarray(x)
+            for p, x in jax.tree_util.tree_leaves_with_path(train.load_params(workdir / "final")[2])}
+
+
+def test_dense_then_vared_killed_and_resumed_then_evaluate(tmp_path):
     dense = main("configs/vared_synthetic.py:vared=false", tmp_path / "dense")
-    assert [r["step"] for r in dense if "loss" in r] == [1, 2, 3, 4] and "eval_top1" in dense[-1]
+    assert [r["step"] for r in dense if "loss" in r] == list(range(1, STEPS + 1)) and "eval_top1" in dense[-1]
     assert "eval_flops" not in dense[-1]
 
-    records = main("configs/vared_synthetic.py", tmp_path / "vared", f"--config.init_from={tmp_path}/dense/final")
+    init = f"--config.init_from={tmp_path}/dense/final"
+    records = main("configs/vared_synthetic.py", tmp_path / "vared", init)
     steps = [r for r in records if "loss" in r]
-    assert [r["step"] for r in steps] == [1, 2, 3, 4]
-    taus = [r["tau"] for r in steps]  # 5 -> 0.5 geometrically over 4 steps, logged after each step
-    np.testing.assert_allclose(taus, [5 * 0.1 ** (s / 4) for s in range(4)], rtol=1e-5)
+    assert [r["step"] for r in steps] == list(range(1, STEPS + 1))
+    taus = [r["tau"] for r in steps]  # 5 -> 0.5 geometrically over the run, logged after each step
+    np.testing.assert_allclose(taus, [5 * 0.1 ** (s / STEPS) for s in range(STEPS)], rtol=1e-5)
     assert all(0.2 < r["flops"] < 1.0 for r in steps)
     final = records[-1]
     assert 0.2 < final["eval_flops"] < 1.0 and 0 <= final["eval_temporal_reduced"] <= 1
@@ -49,6 +62,22 @@ def test_dense_then_vared_then_evaluate(tmp_path):
     _, _, dense_params = train.load_params(tmp_path / "dense" / "final")
     # the backbone started from the dense run (the final weights moved, the gates exist)
     assert "gate_t" in params["stem_t"] and "gate_t" not in dense_params["stem_t"]
+
+    # SIGKILLed at a random step after its first committed checkpoint, started again: the same
+    # final network, gates and reconstructions, bit for bit (Gumbel noise and data from the step)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(command("configs/vared_synthetic.py", killed, init), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    kill_at = kill_at_step(proc, lambda line: int(line.split()[1].split("/")[0]) if line.startswith("step ") else None,
+                           random.Random().randint(3, STEPS - 1),
+                           lambda: any(p.name.isdigit() for p in (killed / "checkpoints").glob("*")))
+    resumed = subprocess.run(command("configs/vared_synthetic.py", killed, init), cwd=REPO, capture_output=True,
+                             text=True, timeout=900)
+    assert resumed.returncode == 0 and "resumed from" in resumed.stdout, (kill_at, resumed.stderr[-3000:])
+    a, b = flat(tmp_path / "vared"), flat(killed)
+    assert a.keys() == b.keys() and any("recon" in k for k in a)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=f"{k} (killed at step {kill_at})")
 
     evaluated = main("configs/vared_synthetic.py:job=evaluate", tmp_path / "eval",
                      f"--config.init_from={tmp_path}/vared/final")
