@@ -12,7 +12,7 @@ For each seed, with the same recipe for every run:
      channel reduction on the held-out clips as they are ('moving') and with every frame replaced
      by the clip's first ('static': the same content, no motion); with --static-class (a fifth
      class whose shape does not move, in training and held-out data) also split by class
-     ('class_static' / 'class_moving', the clips as they are).
+     ('class_static' / 'class_moving', the clips as they are) and per gated conv ('layers').
 
     python benchmarks/vared_study.py --workdir /tmp/vared_study            # 3 seeds (~20 min on 2 CPU cores)
     python benchmarks/vared_study.py --workdir /tmp/vared_quick --quick    # bookkeeping only (~2 min)
@@ -90,6 +90,16 @@ def policy(config, workdir: pathlib.Path) -> dict:
             out[f"{name}_{k}"] = float(values.mean())
             if name == "moving" and config.data.static_class:
                 out[f"class_static_{k}"], out[f"class_moving_{k}"] = float(values[still].mean()), float(values[~still].mean())
+    if config.data.static_class:  # per gated conv: share of static-class / moving-class clips reducing time, channels
+        choose = jax.jit(lambda p, v: task.net.apply({"params": p}, v, mode="hard")[1])
+        got = [jax.device_get(choose(params, x)) for x in _chunks(config, video)]
+        out["layers"] = {}
+        for layer in got[0]:
+            row = {}
+            for key, head in (("t", "time"), ("c", "channels")):
+                reduced = 1 - np.concatenate([np.asarray(g[layer][key][:, 0]) for g in got])
+                row[f"{head}_static"], row[f"{head}_moving"] = float(reduced[still].mean()), float(reduced[~still].mean())
+            out["layers"][layer] = row
     return out
 
 
@@ -179,7 +189,7 @@ def main() -> None:
     summary = {}
     for name in ("dense", "dense_more", "vared"):
         rs = [r for r in runs if r["name"] == name]
-        keys = [k for k in rs[0] if k not in ("name", "seed", "settings")]
+        keys = [k for k in rs[0] if k not in ("name", "seed", "settings", "layers")]
         summary[name] = {}
         for k in keys:
             v = np.asarray([r[k] for r in rs], np.float64)
