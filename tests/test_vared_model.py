@@ -209,3 +209,17 @@ def test_gumbel_mixture_weights_and_gradients(params):
 
     e = expected_flops(CFG, x.shape, choices)
     assert e.shape == (2,) and np.all((np.asarray(e) > 0.2) & (np.asarray(e) < 1.01))
+
+
+def test_gate_norm_makes_the_gate_blind_to_the_scale_and_offset_of_its_input():
+    """gate_norm: the pooled input is standardised over its channels, so a * x + b (a > 0) gives the
+    same logits; without it they change."""
+    x = (clip(2)[..., :1] + 1.0) * jnp.arange(1.0, 9.0)  # (2, T, H, W, 8): channels of different means
+    logits = {}
+    for norm in (False, True):
+        conv = RedConv(8, 16, (3, 1, 1), padding=(1, 0, 0), gate_norm=norm)
+        p = conv.init(jax.random.key(0), x)
+        f = jax.jit(lambda v, c=conv, p=p: c.apply(p, v, method=RedConv.gate_logits))
+        logits[norm] = [np.asarray(jnp.concatenate(f(v), -1)) for v in (x, 3.0 * x + 0.5)]
+    np.testing.assert_allclose(logits[True][0], logits[True][1], rtol=1e-4, atol=1e-4)
+    assert not np.allclose(logits[False][0], logits[False][1], atol=1e-2)

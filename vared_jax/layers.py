@@ -94,6 +94,7 @@ class RedConv(nn.Module):
     levels_t: int = 1
     levels_c: int = 1
     gate_hidden: int = 8
+    gate_norm: bool = False  # standardise the pooled gate input over its channels
     branch_callback: Callable | None = None  # test/diagnostic hook: called (layer, p_t, p_c) by each executed branch
 
     def setup(self):
@@ -136,7 +137,10 @@ class RedConv(nn.Module):
     def gate_logits(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """x (B, T, H, W, Cin) -> masked temporal (B, levels_t+1) and channel (B, levels_c+1) logits."""
         at, ac = self.availability(x.shape[1])
-        h = nn.relu(self.gate_hidden_dense(jnp.mean(x, axis=(1, 2, 3))))
+        pooled = jnp.mean(x, axis=(1, 2, 3))
+        if self.gate_norm:
+            pooled = (pooled - pooled.mean(-1, keepdims=True)) * jax.lax.rsqrt(pooled.var(-1, keepdims=True) + 1e-6)
+        h = nn.relu(self.gate_hidden_dense(pooled))
         lt = jnp.where(jnp.asarray(at), self.gate_t(h), MASKED)
         lc = jnp.where(jnp.asarray(ac), self.gate_c(h), MASKED)
         return lt, lc

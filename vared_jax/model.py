@@ -24,7 +24,8 @@ Decisions (where the paper is silent):
   * Gated convs: `stem_t` and both factors of both (2+1)D units of every block. Not gated: the
     stem's 1x7x7 conv (3 input channels, nothing to save on the channel side worth a gate),
     the 1x1x1 projection shortcuts and `fc`.
-  * Gate input: global average pool of the conv's own input; hidden = max(C_in // gate_reduction,
+  * Gate input: global average pool of the conv's own input (`gate_norm`: standardised over its
+    channels, no parameters; off by default); hidden = max(C_in // gate_reduction,
     gate_min_hidden); separate Dense heads for the temporal and the channel logits.
   * Temporal reduction by 2**p_t multiplies the conv's temporal stride; the output at the
     skipped steps is linear interpolation between computed neighbours, copying the last
@@ -79,7 +80,8 @@ class R2Plus1DConfig:
     Fields: num_classes; widths (4 stage widths); blocks_per_stage (4); stem_widths (spatial,
     temporal conv of the stem); residual_scale_init (initial scale of each branch's last affine);
     temporal_levels K_t and channel_levels K_c (VA-RED² choices 0..K, each in 0..2);
-    gate_reduction and gate_min_hidden (gate hidden width max(C_in // r, min)).
+    gate_reduction and gate_min_hidden (gate hidden width max(C_in // r, min)); gate_norm (standardise
+    the pooled gate input over its channels, no parameters).
     """
 
     num_classes: int = 400
@@ -91,6 +93,7 @@ class R2Plus1DConfig:
     channel_levels: int = 1
     gate_reduction: int = 4
     gate_min_hidden: int = 8
+    gate_norm: bool = False
 
     def __post_init__(self):
         for name, n in (("widths", 4), ("blocks_per_stage", 4), ("stem_widths", 2)):
@@ -105,6 +108,8 @@ class R2Plus1DConfig:
             v = getattr(self, name)
             if not (isinstance(v, numbers.Integral) and not isinstance(v, bool) and 0 <= v <= 2):
                 raise ConfigError(f"{name}={v!r} must be 0, 1 or 2")
+        if not isinstance(self.gate_norm, bool):
+            raise ConfigError(f"gate_norm={self.gate_norm!r} must be true or false")
         if not isinstance(self.residual_scale_init, numbers.Real) or isinstance(self.residual_scale_init, bool):
             raise ConfigError(f"residual_scale_init={self.residual_scale_init!r} must be a number")
 
@@ -158,7 +163,7 @@ class _Net(nn.Module):
         hidden = max(cin // c.gate_reduction, c.gate_min_hidden)
         return RedConv(cin, cout, kernel, stride, padding, scale_init, vared=self.vared,
                        levels_t=c.temporal_levels, levels_c=c.channel_levels, gate_hidden=hidden,
-                       branch_callback=self.branch_callback, name=name)
+                       gate_norm=c.gate_norm, branch_callback=self.branch_callback, name=name)
 
     @nn.compact
     def _forward(self, video, mode, tau, deterministic, forced):
