@@ -50,6 +50,7 @@ def run_config(args, seed: int, vared: bool, steps: int, init_from: str = ""):
     if args.flops_weight is not None:
         c.vared.flops_weight = args.flops_weight
     c.model.gate_norm = args.gate_norm
+    c.vared.train_backbone = not (vared and args.gates_only)
     c.warmup_steps = min(c.warmup_steps, steps // 10)
     c.log_every = max(steps // 5, 1)
     if args.quick:
@@ -149,6 +150,8 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=0.65)
     ap.add_argument("--flops-weight", type=float, default=None, help="vared.flops_weight (default: the config's)")
     ap.add_argument("--gate-norm", action="store_true", help="standardise each gate's pooled input (model.gate_norm)")
+    ap.add_argument("--gates-only", action="store_true",
+                    help="VA-RED² runs train only the gates and reconstructions (vared.train_backbone=False)")
     ap.add_argument("--static-class", action="store_true", help="a fifth class whose shape does not move")
     ap.add_argument("--quick", action="store_true", help="2 + 2 steps, one seed, batch 8: bookkeeping only")
     ap.add_argument("--out", default="", help="also write the JSON here")
@@ -164,6 +167,8 @@ def main() -> None:
         settings["flops_weight"] = args.flops_weight
     if args.gate_norm:
         settings["gate_norm"] = True
+    if args.gates_only:
+        settings["gates_only"] = True
     root = pathlib.Path(args.workdir)
     root.mkdir(parents=True, exist_ok=True)
     log = root / "runs.jsonl"

@@ -5,7 +5,8 @@
                 geometrically from `vared.tau_start` to `vared.tau_end` over the run), loss =
                 cross-entropy + `vared.flops_weight` * (mean expected FLOPs / dense - `vared.budget`)^2;
                 started from scratch or from `init_from` (a dense or VA-RED² `final/`, or a
-                torchvision r2plus1d_18 state dict `.pth`).
+                torchvision r2plus1d_18 state dict `.pth`). `vared.train_backbone=False`: the
+                backbone stays as `init_from` gives it; only the gates and reconstructions train.
   job=evaluate  the same task evaluated without training.
 
 Evaluation: multi-view top-1/top-5 on the config's held-out videos (`everest_jax.evaluation`); for
@@ -38,6 +39,7 @@ RUN_FIELDS = {
     "label_smoothing": Float(0, 1, hi_open=True), "clip.num_frames": Int(1), "clip.image_size": Is((tuple, list)),
     "vared.enabled": Is(bool), "vared.budget": Float(0, 1, lo_open=True), "vared.flops_weight": Float(0),
     "vared.tau_start": Float(0, lo_open=True), "vared.tau_end": Float(0, lo_open=True),
+    "vared.train_backbone": Is(bool),
 }
 
 
@@ -71,6 +73,9 @@ def validate(config: ml_collections.ConfigDict) -> tuple[R2Plus1DConfig, inputs.
         raise ConfigError(f"vared.tau_end={config.vared.tau_end} must not exceed vared.tau_start={config.vared.tau_start}")
     if config.job == "evaluate" and not config.init_from:
         raise ConfigError("init_from must name a checkpoint to evaluate")
+    if not config.vared.train_backbone and not (config.job == "train" and config.vared.enabled and config.init_from):
+        raise ConfigError("vared.train_backbone=False trains only the gates and reconstructions: "
+                          "it needs job='train', vared.enabled and an init_from")
     if config.init_from and not pathlib.Path(config.init_from).exists():
         raise ConfigError(f"init_from={config.init_from!r} does not exist")
     if config.data.sampling == "candidate":
@@ -127,6 +132,21 @@ def _has_gates(params) -> bool:
     return any(k.startswith("gate_") for layer in params.values() for k in layer)
 
 
+def _is_policy(name: str) -> bool:
+    """A gate or reconstruction parameter (what `vared.train_backbone=False` trains)."""
+    return name.startswith(("gate_", "recon_"))
+
+
+def _split(params: dict, policy: bool) -> dict:
+    """The policy (gates, reconstructions) or the backbone part of a parameter tree."""
+    parts = {name: {k: v for k, v in layer.items() if _is_policy(k) == policy} for name, layer in params.items()}
+    return {name: layer for name, layer in parts.items() if layer}
+
+
+def _merge(a: dict, b: dict) -> dict:
+    return {name: {**a.get(name, {}), **b.get(name, {})} for name in {**a, **b}}
+
+
 # ---- the task ---------------------------------------------------------------------------------
 
 
@@ -141,20 +161,33 @@ class ClassifyTask(trainer.Task):
         self.vared = bool(config.vared.enabled)
         self.net = (VaRedR2Plus1D if self.vared else R2Plus1D)(model)
         self.shape = (clip.num_frames, *clip.image_size)  # (T, H, W) of a clip
+        self.backbone = None  # vared.train_backbone=False: the fixed backbone; params hold the policy only
+        if not config.vared.train_backbone:
+            abstract = jax.eval_shape(self._init_all)
+            self.backbone = _split(load_init_params(config.init_from, abstract), policy=False)
 
-    def init_params(self):
+    def _init_all(self):
         video = jnp.zeros((1, *self.shape, 3), jnp.float32)
         return self.net.init({"params": jax.random.key(self.config.seed)}, video)["params"]
 
+    def init_params(self):
+        return self._init_all() if self.backbone is None else _split(self._init_all(), policy=True)
+
     def initial_params(self, abstract_params):
-        return load_init_params(self.config.init_from, abstract_params) if self.config.init_from else None
+        if self.backbone is not None or not self.config.init_from:  # (fresh gates over the fixed backbone)
+            return None
+        return load_init_params(self.config.init_from, abstract_params)
+
+    def full(self, params):
+        """The whole network's parameters: `params`, over the fixed backbone if there is one."""
+        return params if self.backbone is None else _merge(self.backbone, params)
 
     def loss(self, params, batch, rng, step):
         c, metrics = self.config, {}
         if self.vared:
             v = c.vared
             tau = v.tau_start * (v.tau_end / v.tau_start) ** (step / c.total_steps)
-            logits, choices = self.net.apply({"params": params}, batch["video"], mode="soft", tau=tau,
+            logits, choices = self.net.apply({"params": self.full(params)}, batch["video"], mode="soft", tau=tau,
                                              deterministic=False, rngs={"gumbel": rng})
             flops = jnp.mean(expected_flops(self.model_config, self.shape, choices))
             penalty = v.flops_weight * (flops - v.budget) ** 2
@@ -179,7 +212,7 @@ class ClassifyTask(trainer.Task):
         temporal / channel reduction, among those where one is available."""
         if not self.vared:
             return {"probs": jax.nn.softmax(self.net.apply({"params": params}, video), -1)}
-        logits, choices = self.net.apply({"params": params}, video, mode="hard")
+        logits, choices = self.net.apply({"params": self.full(params)}, video, mode="hard")
         out = {"probs": jax.nn.softmax(logits, -1), "flops": expected_flops(self.model_config, self.shape, choices)}
         _, table = flops_table(self.model_config, self.shape)
         for key, axis, name in (("t", 1, "temporal_reduced"), ("c", 0, "channel_reduced")):
@@ -188,7 +221,7 @@ class ClassifyTask(trainer.Task):
         return out
 
     def export(self, workdir, params):
-        save_params(workdir / "final", params, self.model_config, self.vared, source=str(workdir))
+        save_params(workdir / "final", self.full(params), self.model_config, self.vared, source=str(workdir))
         return {"final_params": str(workdir / "final")}
 
 
