@@ -1,12 +1,14 @@
-"""`benchmarks/vared_study.py --quick --static-class`: the study's bookkeeping (every run recorded,
-the per-layer policy consistent with the network-wide shares, a second invocation resumes without
-training, other settings refused)."""
+"""`benchmarks/vared_study.py --quick --static-class --gates-only`: the study's bookkeeping (every
+run recorded, the per-layer policy consistent with the network-wide shares, a second invocation
+resumes without training, other settings refused) and gates-only training (the VA-RED² run keeps
+the dense run's backbone bit for bit; its gates and reconstructions train)."""
 
 import json
 import pathlib
 import subprocess
 import sys
 
+import jax
 import numpy as np
 
 from configs.vared_synthetic import get_config
@@ -18,7 +20,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def study(workdir, *extra):
     return subprocess.run([sys.executable, "benchmarks/vared_study.py", "--workdir", str(workdir), "--quick",
-                           "--static-class", *extra], cwd=REPO, capture_output=True, text=True, timeout=900)
+                           "--static-class", "--gates-only", *extra], cwd=REPO, capture_output=True, text=True,
+                          timeout=900)
 
 
 def test_quick_study_records_per_layer_policy_and_resumes(tmp_path):
@@ -43,6 +46,20 @@ def test_quick_study_records_per_layer_policy_and_resumes(tmp_path):
             got = np.mean([layers[n][f"{head}_{group}"] for n in names])
             np.testing.assert_allclose(got, vared[f"class_{group}_{key}"], atol=1e-6, err_msg=f"{head} {group}")
     assert "layers" not in result["summary"]["vared"]
+
+    dense = train.load_params(tmp_path / "seed0" / "dense" / "final")[2]
+    config = get_config("static=true")
+    config.init_from, config.vared.train_backbone = str(tmp_path / "seed0" / "dense" / "final"), False
+    config.seed = 0  # the study's seed
+    fresh = jax.jit(train.ClassifyTask(config, model, clip).init_params)()  # gates and reconstructions, untrained
+    _, kind, params = train.load_params(tmp_path / "seed0" / "vared" / "final")
+    assert kind == "vared"
+    for layer, leaves in dense.items():
+        for k, v in leaves.items():
+            np.testing.assert_array_equal(params[layer][k], v, err_msg=f"{layer}/{k}")
+    moved = [(layer, k) for layer, leaves in fresh.items() for k, v in leaves.items()
+             if not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params[layer][k]), jax.tree.leaves(v)))]
+    assert moved, "no gate or reconstruction trained"
 
     again = study(tmp_path)  # every run is in runs.jsonl: nothing trains, the same result
     assert again.returncode == 0 and "== seed" not in again.stderr, again.stderr[-3000:]
