@@ -17,6 +17,7 @@ For each seed, with the same recipe for every run:
     python benchmarks/vared_study.py --workdir /tmp/vared_study            # 3 seeds (~20 min on 2 CPU cores)
     python benchmarks/vared_study.py --workdir /tmp/vared_quick --quick    # bookkeeping only (~2 min)
     python benchmarks/vared_study.py --workdir /tmp/vared_study --gate-logits   # the gates' logits per conv
+    python benchmarks/vared_study.py --workdir /tmp/vared_static --static-class --reduction-cost  # CE cost
 
 Resumable: every finished run is appended to WORKDIR/runs.jsonl and skipped by a later invocation
 (a run killed mid-way resumes from its own checkpoints); records made with other settings are
@@ -37,6 +38,7 @@ sys.path.insert(0, str(REPO))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import optax  # noqa: E402
 
 from configs.vared_synthetic import get_config  # noqa: E402
 from everest_jax import inputs  # noqa: E402
@@ -56,6 +58,13 @@ def run_config(args, seed: int, vared: bool, steps: int, init_from: str = ""):
     if args.quick:
         c.batch_size, c.data.num_eval_examples, c.eval.num_clips, c.eval.num_crops = 8, 16, 1, 1
         c.checkpoint.every_steps = steps
+    return c
+
+
+def finished_config(args, seed: int):
+    """The config of a seed's VA-RED² run, to evaluate its finished network."""
+    c = run_config(args, seed, True, args.vared_steps)
+    c.vared.train_backbone = True  # (whatever trained it: the network is whole in its final/)
     return c
 
 
@@ -141,6 +150,30 @@ def gate_logit_gaps(config, workdir: pathlib.Path) -> dict:
     return out
 
 
+def reduction_cost(args, seed: int, dense_dir: pathlib.Path) -> dict:
+    """Per stage (stem_t, layer1..layer3) of the seed's dense network (the VA-RED² runs' start): the
+    mean increase of the cross-entropy when that stage's gated convs compute every other time step
+    (p_t = 1, full channels; every other conv at full compute), over the static-class and over the
+    moving-class held-out clips (first views): what temporal reduction costs each kind of clip."""
+    config = run_config(args, seed, True, args.vared_steps, str(dense_dir / "final"))
+    config.vared.train_backbone = False  # the dense network as the backbone; gates unused (forced choices)
+    task = train.ClassifyTask(config, *train.validate(config))
+    params = task.full(jax.jit(task.init_params)())
+    video, label = first_views(config)
+    still = label == config.data.num_classes - 1
+    gated = [n for n in params if "gate_t" in params[n]]
+
+    def ce(forced):
+        f = jax.jit(lambda p, v: task.net.apply({"params": p}, v, mode="hard", forced=forced)[0])
+        logits = np.concatenate([np.asarray(f(params, x)) for x in _chunks(config, video)])
+        return np.asarray(optax.softmax_cross_entropy_with_integer_labels(jnp.asarray(logits), jnp.asarray(label)))
+    full, out = ce({}), {}
+    for stage in ("stem_t", "layer1", "layer2", "layer3"):
+        d = ce({n: (1, 0) for n in gated if n.startswith(stage)}) - full
+        out[stage] = {"static": float(d[still].mean()), "moving": float(d[~still].mean())}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", required=True)
@@ -155,6 +188,8 @@ def main() -> None:
     ap.add_argument("--static-class", action="store_true", help="a fifth class whose shape does not move")
     ap.add_argument("--quick", action="store_true", help="2 + 2 steps, one seed, batch 8: bookkeeping only")
     ap.add_argument("--out", default="", help="also write the JSON here")
+    ap.add_argument("--reduction-cost", action="store_true",
+                    help="only print reduction_cost of each seed's finished dense run (JSON per seed)")
     ap.add_argument("--gate-logits", action="store_true",
                     help="only print gate_logit_gaps of each seed's finished VA-RED² run (JSON per seed)")
     args = ap.parse_args()
@@ -178,9 +213,14 @@ def main() -> None:
         if r["settings"] != settings:
             raise SystemExit(f"{log} holds runs made with {r['settings']}, not {settings}; use another --workdir")
         done[(r["name"], r["seed"])] = r
+    if args.reduction_cost:
+        for seed in args.seeds:
+            cost = reduction_cost(args, seed, root / f"seed{seed}" / "dense")
+            print(json.dumps({"seed": seed, "reduction_cost": cost}))
+        return
     if args.gate_logits:
         for seed in args.seeds:
-            gaps = gate_logit_gaps(run_config(args, seed, True, args.vared_steps), root / f"seed{seed}" / "vared")
+            gaps = gate_logit_gaps(finished_config(args, seed), root / f"seed{seed}" / "vared")
             print(json.dumps({"seed": seed, "gate_logits": gaps}))
         return
     for seed in args.seeds:

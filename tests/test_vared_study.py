@@ -64,5 +64,10 @@ def test_quick_study_records_per_layer_policy_and_resumes(tmp_path):
     again = study(tmp_path)  # every run is in runs.jsonl: nothing trains, the same result
     assert again.returncode == 0 and "== seed" not in again.stderr, again.stderr[-3000:]
     assert json.loads(again.stdout.splitlines()[-1]) == result
+    cost = study(tmp_path, "--reduction-cost")  # the dense network's CE cost of halving time, per stage
+    assert cost.returncode == 0, cost.stderr[-3000:]
+    stages = json.loads(cost.stdout.splitlines()[-1])["reduction_cost"]
+    assert set(stages) == {"stem_t", "layer1", "layer2", "layer3"}
+    assert all(np.isfinite(v) for s in stages.values() for v in (s["static"], s["moving"]))
     other = study(tmp_path, "--budget", "0.5")
     assert other.returncode != 0 and "use another --workdir" in other.stderr
