@@ -38,7 +38,7 @@ import numpy as np
 
 from everest_jax import checkpoint, cli, selection
 from everest_jax.config import ConfigError, ModelConfig
-from everest_jax.data import IMAGENET_MEAN, IMAGENET_STD, EvalAugment, StrideSampler, decode, encode, normalize_video
+from everest_jax.data import EvalAugment, StrideSampler, decode, encode, normalize_video
 from everest_jax.models import PretrainingModel
 from everest_jax.errors import UserError
 from everest_jax.targets import patchify
