@@ -32,7 +32,6 @@ import time
 import numpy as np
 
 
-
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=16, help="frames per clip")
@@ -138,7 +137,8 @@ def train_step(args) -> float:
 
 def main(argv=None):
     args = parse_args(argv)
-    paths = sample_videos() * args.repeat
+    videos = sample_videos()
+    paths = videos * args.repeat
     with tempfile.TemporaryDirectory() as tmp:
         list_file = pathlib.Path(tmp) / "samples.txt"
         list_file.write_text("".join(f"{p} 0\n" for p in paths))
@@ -160,7 +160,7 @@ def main(argv=None):
     if "train_step" in result:
         print(f"{'tiny model train step':24s} {result['train_step']:8.2f} {result['train_step'] / result['sequential']:13.2f}")
     result["config"] = {"frames": args.frames, "stride": args.stride, "size": args.size, "clips": args.clips,
-                        "batch": args.batch, "read_threads": args.read_threads, "videos": [p.name for p in sample_videos()],
+                        "batch": args.batch, "read_threads": args.read_threads, "videos": [p.name for p in videos],
                         "repeat": args.repeat}
     result["machine"] = {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                          "platform": jax.default_backend(), "jax": jax.__version__}

@@ -138,7 +138,6 @@ def test_static_arg_adds_a_fifth_class_that_does_not_move():
     assert get_config().data.num_classes == 4 and not get_config().data.static_class
 
 
-
 def test_gates_only_is_refused_without_training_a_vared_network_from_a_backbone(tmp_path):
     # (the run itself: tests/test_vared_study.py, the backbone kept bit for bit)
     for job, enabled, init in (("evaluate", True, str(tmp_path)), ("train", False, str(tmp_path)), ("train", True, "")):

@@ -132,18 +132,16 @@ def _has_gates(params) -> bool:
     return any(k.startswith("gate_") for layer in params.values() for k in layer)
 
 
-def _is_policy(name: str) -> bool:
-    """A gate or reconstruction parameter (what `vared.train_backbone=False` trains)."""
-    return name.startswith(("gate_", "recon_"))
-
-
-def _split(params: dict, policy: bool) -> dict:
-    """The policy (gates, reconstructions) or the backbone part of a parameter tree."""
-    parts = {name: {k: v for k, v in layer.items() if _is_policy(k) == policy} for name, layer in params.items()}
+def _policy(params: dict) -> dict:
+    """The gate and reconstruction params of a VA-RED² tree (what `vared.train_backbone=False`
+    trains; `dense_params` is the rest)."""
+    parts = {name: {k: v for k, v in layer.items() if k.startswith(("gate_", "recon_"))}
+             for name, layer in params.items()}
     return {name: layer for name, layer in parts.items() if layer}
 
 
 def _merge(a: dict, b: dict) -> dict:
+    """Two trees with disjoint params per layer (the backbone, the policy) -> the whole tree."""
     return {name: {**a.get(name, {}), **b.get(name, {})} for name in {**a, **b}}
 
 
@@ -164,14 +162,14 @@ class ClassifyTask(trainer.Task):
         self.backbone = None  # vared.train_backbone=False: the fixed backbone; params hold the policy only
         if not config.vared.train_backbone:
             abstract = jax.eval_shape(self._init_all)
-            self.backbone = _split(load_init_params(config.init_from, abstract), policy=False)
+            self.backbone = dense_params(load_init_params(config.init_from, abstract))
 
     def _init_all(self):
         video = jnp.zeros((1, *self.shape, 3), jnp.float32)
         return self.net.init({"params": jax.random.key(self.config.seed)}, video)["params"]
 
     def init_params(self):
-        return self._init_all() if self.backbone is None else _split(self._init_all(), policy=True)
+        return self._init_all() if self.backbone is None else _policy(self._init_all())
 
     def initial_params(self, abstract_params):
         if self.backbone is not None or not self.config.init_from:  # (fresh gates over the fixed backbone)
