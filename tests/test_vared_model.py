@@ -1,6 +1,7 @@
 """VA-RED² R(2+1)D: torchvision parity, forced-full == dense, each reduced branch against a
 hand-written reference, the batch-1 switch, FLOPs vs XLA, the Gumbel mixture."""
 
+import dataclasses
 import functools
 
 import jax
@@ -9,9 +10,9 @@ import numpy as np
 import pytest
 
 from vared_jax.convert import StateDictError, from_torchvision
-from vared_jax.layers import RedConv
+from vared_jax.layers import RedConv, gate_input
 from vared_jax.model import (R2Plus1D, VaRedR2Plus1D, conv_specs, dense_flops, dense_params, expected_flops,
-                             fixed_flops, r2plus1d_18, small)
+                             fixed_flops, gate_flops, r2plus1d_18, small)
 
 CFG = small(5, residual_scale_init=1.0)
 CLIP = (8, 32, 32)  # T, H, W: T reaches 8, 4, 2, 1 through the stages (the last has no temporal choice)
@@ -223,3 +224,29 @@ def test_gate_norm_makes_the_gate_blind_to_the_scale_and_offset_of_its_input():
         logits[norm] = [np.asarray(jnp.concatenate(f(v), -1)) for v in (x, 3.0 * x + 0.5)]
     np.testing.assert_allclose(logits[True][0], logits[True][1], rtol=1e-4, atol=1e-4)
     assert not np.allclose(logits[False][0], logits[False][1], atol=1e-2)
+
+
+def test_gate_motion_shows_the_gate_how_its_input_changes_over_time():
+    """gate_motion: a clip and its time-average (every frame the mean frame) pool to the same mean,
+    so a plain gate cannot tell them apart; with the motion cue (pooled |x[t+1] - x[t]|, checked
+    against numpy) it can. XLA's count of the cue and the wider Dense matches `gate_flops`."""
+    x = clip(2)[..., :1] * jnp.arange(1.0, 9.0)  # (2, T, H, W, 8)
+    still = jnp.broadcast_to(x.mean(1, keepdims=True), x.shape)
+    got = np.asarray(gate_input(x, motion=True))
+    ref = np.abs(np.diff(np.asarray(x), axis=1)).mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(got[:, 8:], ref, rtol=1e-5)
+    np.testing.assert_allclose(got[:, :8], np.asarray(x).mean(axis=(1, 2, 3)), rtol=1e-5)
+    assert np.all(np.asarray(gate_input(still, motion=True))[:, 8:] < 1e-5) and np.all(ref > 1e-2)
+    logits, xla = {}, {}
+    for motion in (False, True):
+        conv = RedConv(8, 16, (3, 1, 1), padding=(1, 0, 0), gate_motion=motion)
+        p = conv.init(jax.random.key(0), x)
+        f = jax.jit(lambda v, c=conv, p=p: jnp.concatenate(c.apply(p, v, method=RedConv.gate_logits), -1))
+        logits[motion] = [np.asarray(f(v)) for v in (x, still)]
+        cost = f.lower(x).compile().cost_analysis()
+        xla[motion] = (cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"]
+    np.testing.assert_allclose(logits[False][0], logits[False][1], rtol=1e-5, atol=1e-5)
+    assert np.abs(logits[True][0] - logits[True][1]).max() > 1e-2
+    spec = dataclasses.replace(conv_specs(CFG, CLIP)[1], cin=8, cout=16, in_shape=x.shape[1:4], gate_hidden=8)
+    ours = gate_flops(dataclasses.replace(spec, gate_motion=True)) - gate_flops(spec)
+    assert abs((xla[True] - xla[False]) / 2 - ours) / ours < 0.1, (xla, ours)  # (XLA: batch 2)

@@ -68,6 +68,18 @@ def available(t_out: int, c_out: int, levels_t: int, levels_c: int) -> tuple[lis
             [c_out % 2 ** p == 0 for p in range(levels_c + 1)])
 
 
+def gate_input(x: jax.Array, norm: bool = False, motion: bool = False) -> jax.Array:
+    """x (B, T, H, W, C) -> the gate's input (B, C), or (B, 2C) with `motion`: the mean over
+    (T, H, W), then the mean of |x[:, t+1] - x[:, t]| (zeros if T = 1); `norm` standardises each
+    part over its channels."""
+    parts = [jnp.mean(x, axis=(1, 2, 3))]
+    if motion:
+        parts.append(jnp.mean(jnp.abs(jnp.diff(x, axis=1)), axis=(1, 2, 3)) if x.shape[1] > 1 else jnp.zeros_like(parts[0]))
+    if norm:
+        parts = [(p - p.mean(-1, keepdims=True)) * jax.lax.rsqrt(p.var(-1, keepdims=True) + 1e-6) for p in parts]
+    return jnp.concatenate(parts, -1)
+
+
 def _largest_available(p: int, avail: list[bool]) -> int:
     p = min(p, len(avail) - 1)
     while not avail[p]:
@@ -95,6 +107,7 @@ class RedConv(nn.Module):
     levels_c: int = 1
     gate_hidden: int = 8
     gate_norm: bool = False  # standardise the pooled gate input over its channels
+    gate_motion: bool = False  # also feed the gate the pooled |x[t+1] - x[t]| (a motion cue; not in the paper)
     branch_callback: Callable | None = None  # test/diagnostic hook: called (layer, p_t, p_c) by each executed branch
 
     def setup(self):
@@ -137,10 +150,7 @@ class RedConv(nn.Module):
     def gate_logits(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """x (B, T, H, W, Cin) -> masked temporal (B, levels_t+1) and channel (B, levels_c+1) logits."""
         at, ac = self.availability(x.shape[1])
-        pooled = jnp.mean(x, axis=(1, 2, 3))
-        if self.gate_norm:
-            pooled = (pooled - pooled.mean(-1, keepdims=True)) * jax.lax.rsqrt(pooled.var(-1, keepdims=True) + 1e-6)
-        h = nn.relu(self.gate_hidden_dense(pooled))
+        h = nn.relu(self.gate_hidden_dense(gate_input(x, self.gate_norm, self.gate_motion)))
         lt = jnp.where(jnp.asarray(at), self.gate_t(h), MASKED)
         lc = jnp.where(jnp.asarray(ac), self.gate_c(h), MASKED)
         return lt, lc

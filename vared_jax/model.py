@@ -25,7 +25,9 @@ Decisions (where the paper is silent):
     stem's 1x7x7 conv (3 input channels, nothing to save on the channel side worth a gate),
     the 1x1x1 projection shortcuts and `fc`.
   * Gate input: global average pool of the conv's own input (`gate_norm`: standardised over its
-    channels, no parameters; off by default); hidden = max(C_in // gate_reduction,
+    channels, no parameters; off by default). `gate_motion` (off by default; our addition, not in
+    the paper) appends the pooled |x[t+1] - x[t]| per channel, so that a gate can see how much
+    its input changes over time, which the mean alone does not show; hidden = max(C_in // gate_reduction,
     gate_min_hidden); separate Dense heads for the temporal and the channel logits.
   * Temporal reduction by 2**p_t multiplies the conv's temporal stride; the output at the
     skipped steps is linear interpolation between computed neighbours, copying the last
@@ -81,7 +83,8 @@ class R2Plus1DConfig:
     temporal conv of the stem); residual_scale_init (initial scale of each branch's last affine);
     temporal_levels K_t and channel_levels K_c (VA-RED² choices 0..K, each in 0..2);
     gate_reduction and gate_min_hidden (gate hidden width max(C_in // r, min)); gate_norm (standardise
-    the pooled gate input over its channels, no parameters).
+    the pooled gate input over its channels, no parameters); gate_motion (also feed each gate the
+    pooled absolute temporal difference of its input).
     """
 
     num_classes: int = 400
@@ -94,6 +97,7 @@ class R2Plus1DConfig:
     gate_reduction: int = 4
     gate_min_hidden: int = 8
     gate_norm: bool = False
+    gate_motion: bool = False
 
     def __post_init__(self):
         for name, n in (("widths", 4), ("blocks_per_stage", 4), ("stem_widths", 2)):
@@ -108,8 +112,9 @@ class R2Plus1DConfig:
             v = getattr(self, name)
             if not (isinstance(v, numbers.Integral) and not isinstance(v, bool) and 0 <= v <= 2):
                 raise ConfigError(f"{name}={v!r} must be 0, 1 or 2")
-        if not isinstance(self.gate_norm, bool):
-            raise ConfigError(f"gate_norm={self.gate_norm!r} must be true or false")
+        for name in ("gate_norm", "gate_motion"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be true or false")
         if not isinstance(self.residual_scale_init, numbers.Real) or isinstance(self.residual_scale_init, bool):
             raise ConfigError(f"residual_scale_init={self.residual_scale_init!r} must be a number")
 
@@ -163,7 +168,7 @@ class _Net(nn.Module):
         hidden = max(cin // c.gate_reduction, c.gate_min_hidden)
         return RedConv(cin, cout, kernel, stride, padding, scale_init, vared=self.vared,
                        levels_t=c.temporal_levels, levels_c=c.channel_levels, gate_hidden=hidden,
-                       gate_norm=c.gate_norm, branch_callback=self.branch_callback, name=name)
+                       gate_norm=c.gate_norm, gate_motion=c.gate_motion, branch_callback=self.branch_callback, name=name)
 
     @nn.compact
     def _forward(self, video, mode, tau, deterministic, forced):
@@ -271,6 +276,7 @@ class ConvSpec:
     avail_t: tuple[bool, ...]
     avail_c: tuple[bool, ...]
     gate_hidden: int = 0
+    gate_motion: bool = False
     stride: tuple[int, int, int] = (1, 1, 1)
     padding: tuple[int, int, int] = (0, 0, 0)
 
@@ -284,7 +290,8 @@ def conv_specs(config: R2Plus1DConfig, input_shape) -> list[ConvSpec]:
         o = tuple(conv_out(n, kk, ss, pp) for n, kk, ss, pp in zip(shape, k, s, p))
         at, ac = available(o[0], cout, c.temporal_levels if gated else 0, c.channel_levels if gated else 0)
         hid = max(cin // c.gate_reduction, c.gate_min_hidden) if gated else 0
-        out.append(ConvSpec(name, cin, cout, k, shape, o, gated, tuple(at), tuple(ac), hid, s, p))
+        out.append(ConvSpec(name, cin, cout, k, shape, o, gated, tuple(at), tuple(ac), hid,
+                            gated and c.gate_motion, s, p))
         return o
 
     x = add("stem_s", (t, h, w), 3, c.stem_widths[0], (1, 7, 7), (1, 2, 2), (0, 3, 3), False)
@@ -327,11 +334,14 @@ def branch_flops(spec: ConvSpec, p_t: int = 0, p_c: int = 0, exclude_padding: bo
 
 
 def gate_flops(spec: ConvSpec) -> int:
-    """FLOPs of a conv's gate (its two Dense layers; the pooling is not counted)."""
+    """FLOPs of a conv's gate: its two Dense layers, plus with `gate_motion` the temporal
+    difference, abs and sum (3 per input value after the first frame); the pooling is not counted."""
     if not spec.gated:
         return 0
     k = len(spec.avail_t) + len(spec.avail_c)
-    return 2 * (spec.cin * spec.gate_hidden + spec.gate_hidden * k)
+    t, h, w = spec.in_shape
+    motion = 3 * (t - 1) * h * w * spec.cin if spec.gate_motion else 0
+    return 2 * ((1 + spec.gate_motion) * spec.cin * spec.gate_hidden + spec.gate_hidden * k) + motion
 
 
 def dense_flops(config: R2Plus1DConfig, input_shape) -> int:
