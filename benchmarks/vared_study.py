@@ -52,6 +52,7 @@ def run_config(args, seed: int, vared: bool, steps: int, init_from: str = ""):
     if args.flops_weight is not None:
         c.vared.flops_weight = args.flops_weight
     c.model.gate_norm, c.model.gate_motion = args.gate_norm, args.gate_motion
+    c.model.temporal_padding = "edge" if args.edge_padding else "zeros"
     c.vared.train_backbone = not (vared and args.gates_only)
     c.warmup_steps = min(c.warmup_steps, steps // 10)
     c.log_every = max(steps // 5, 1)
@@ -185,6 +186,8 @@ def main() -> None:
     ap.add_argument("--gate-norm", action="store_true", help="standardise each gate's pooled input (model.gate_norm)")
     ap.add_argument("--gate-motion", action="store_true",
                     help="also feed each gate its input's pooled |x[t+1] - x[t]| (model.gate_motion)")
+    ap.add_argument("--edge-padding", action="store_true",
+                    help="pad time with the edge frames (model.temporal_padding='edge'; dense runs too)")
     ap.add_argument("--gates-only", action="store_true",
                     help="VA-RED² runs train only the gates and reconstructions (vared.train_backbone=False)")
     ap.add_argument("--static-class", action="store_true", help="a fifth class whose shape does not move")
@@ -206,6 +209,8 @@ def main() -> None:
         settings["gate_norm"] = True
     if args.gate_motion:
         settings["gate_motion"] = True
+    if args.edge_padding:
+        settings["edge_padding"] = True
     if args.gates_only:
         settings["gates_only"] = True
     root = pathlib.Path(args.workdir)

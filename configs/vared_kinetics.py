@@ -32,7 +32,7 @@ def get_config(arg=None):
     c.model = ml_collections.ConfigDict(dict(
         num_classes=classes, widths=(64, 128, 256, 512), blocks_per_stage=(2, 2, 2, 2), stem_widths=(45, 64),
         residual_scale_init=0.0, temporal_levels=1, channel_levels=1, gate_reduction=4, gate_min_hidden=8,
-        gate_norm=False, gate_motion=False))
+        gate_norm=False, gate_motion=False, temporal_padding="zeros"))
     c.vared = ml_collections.ConfigDict(dict(
         enabled=a.vared, budget=a.budget, flops_weight=2.0, tau_start=5.0, tau_end=0.5, train_backbone=True))
     c.data.update(name="videos", num_classes=classes, sampling="stride", stride=4, short_side=128,

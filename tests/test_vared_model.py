@@ -250,3 +250,26 @@ def test_gate_motion_shows_the_gate_how_its_input_changes_over_time():
     spec = dataclasses.replace(conv_specs(CFG, CLIP)[1], cin=8, cout=16, in_shape=x.shape[1:4], gate_hidden=8)
     ours = gate_flops(dataclasses.replace(spec, gate_motion=True)) - gate_flops(spec)
     assert abs((xla[True] - xla[False]) / 2 - ours) / ours < 0.1, (xla, ours)  # (XLA: batch 2)
+
+
+def test_edge_padding_makes_every_temporal_reduction_exact_on_a_clip_that_does_not_move():
+    """temporal_padding='edge': a clip constant in time keeps constant features, so halving time in
+    every gated conv changes nothing (with zero padding it does); full compute equals the dense
+    network with the same padding."""
+    still = jnp.repeat(clip(2)[:, :1], CLIP[0], axis=1)
+    moving = clip(2)
+    out = {}
+    for padding in ("zeros", "edge"):
+        cfg = dataclasses.replace(CFG, temporal_padding=padding)
+        model = VaRedR2Plus1D(cfg)
+        p = random_params(model, still)
+        f = jax.jit(lambda p, v, forced, m=model: m.apply({"params": p}, v, forced=forced)[0], static_argnums=2)
+        out[padding] = {name: (np.asarray(f(p, v, (0, 0))), np.asarray(f(p, v, (1, 0))))
+                        for name, v in (("still", still), ("moving", moving))}
+        dense = R2Plus1D(cfg).apply({"params": dense_params(p)}, moving)
+        np.testing.assert_allclose(np.asarray(dense), out[padding]["moving"][0], rtol=1e-5, atol=1e-5)
+    full, halved = out["edge"]["still"]
+    np.testing.assert_allclose(full, halved, rtol=1e-5, atol=1e-5)
+    for padding, name in (("zeros", "still"), ("edge", "moving")):
+        full, halved = out[padding][name]
+        assert np.abs(full - halved).max() > 1e-3, (padding, name)

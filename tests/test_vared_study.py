@@ -1,7 +1,8 @@
-"""`benchmarks/vared_study.py --quick --static-class --gates-only`: the study's bookkeeping (every
-run recorded, the per-layer policy consistent with the network-wide shares, a second invocation
-resumes without training, other settings refused) and gates-only training (the VA-RED² run keeps
-the dense run's backbone bit for bit; its gates and reconstructions train)."""
+"""`benchmarks/vared_study.py --quick --static-class --gates-only --gate-motion --edge-padding`: the
+study's bookkeeping (every run recorded, the per-layer policy consistent with the network-wide
+shares, a second invocation resumes without training, other settings refused), gates-only training
+(the VA-RED² run keeps the dense run's backbone bit for bit; its gates and reconstructions train)
+and the reduction cost (none for static clips with edge padding)."""
 
 import json
 import pathlib
@@ -20,8 +21,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def study(workdir, *extra):
     return subprocess.run([sys.executable, "benchmarks/vared_study.py", "--workdir", str(workdir), "--quick",
-                           "--static-class", "--gates-only", *extra], cwd=REPO, capture_output=True, text=True,
-                          timeout=900)
+                           "--static-class", "--gates-only", "--gate-motion", "--edge-padding", *extra],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
 
 
 def test_quick_study_records_per_layer_policy_and_resumes(tmp_path):
@@ -30,7 +31,9 @@ def test_quick_study_records_per_layer_policy_and_resumes(tmp_path):
     result = json.loads(first.stdout.splitlines()[-1])
     assert [r["name"] for r in result["runs"]] == ["dense", "dense_more", "vared"]
     vared = result["runs"][2]
-    model, clip = train.validate(get_config("static=true"))
+    config = get_config("static=true")
+    config.model.gate_motion, config.model.temporal_padding = True, "edge"
+    model, clip = train.validate(config)
     specs = [s for s in conv_specs(model, (clip.num_frames, *clip.image_size)) if s.gated]
     layers = vared["layers"]
     assert set(layers) == {s.name for s in specs}
@@ -48,7 +51,6 @@ def test_quick_study_records_per_layer_policy_and_resumes(tmp_path):
     assert "layers" not in result["summary"]["vared"]
 
     dense = train.load_params(tmp_path / "seed0" / "dense" / "final")[2]
-    config = get_config("static=true")
     config.init_from, config.vared.train_backbone = str(tmp_path / "seed0" / "dense" / "final"), False
     config.seed = 0  # the study's seed
     fresh = jax.jit(train.ClassifyTask(config, model, clip).init_params)()  # gates and reconstructions, untrained
@@ -69,5 +71,6 @@ def test_quick_study_records_per_layer_policy_and_resumes(tmp_path):
     stages = json.loads(cost.stdout.splitlines()[-1])["reduction_cost"]
     assert set(stages) == {"stem_t", "layer1", "layer2", "layer3"}
     assert all(np.isfinite(v) for s in stages.values() for v in (s["static"], s["moving"]))
+    assert all(abs(s["static"]) < 1e-4 for s in stages.values()), stages  # edge padding: exact on still clips
     other = study(tmp_path, "--budget", "0.5")
     assert other.returncode != 0 and "use another --workdir" in other.stderr

@@ -108,6 +108,7 @@ class RedConv(nn.Module):
     gate_hidden: int = 8
     gate_norm: bool = False  # standardise the pooled gate input over its channels
     gate_motion: bool = False  # also feed the gate the pooled |x[t+1] - x[t]| (a motion cue; not in the paper)
+    edge_time: bool = False  # pad time by repeating the edge frames instead of zeros
     branch_callback: Callable | None = None  # test/diagnostic hook: called (layer, p_t, p_c) by each executed branch
 
     def setup(self):
@@ -135,7 +136,15 @@ class RedConv(nn.Module):
         """Output of choice (p_t, p_c) (statically available): (B, T, H, W, Cin) -> (B, T', H', W', Cout)."""
         s, c = 2 ** p_t, self.features // 2 ** p_c
         stride = (self.stride[0] * s, *self.stride[1:])
-        return self.finish(conv3d(x, self.w[..., :c], stride, [(p, p) for p in self.padding]), p_t, p_c)
+        return self.finish(self.conv(x, self.w[..., :c], stride), p_t, p_c)
+
+    def conv(self, x: jax.Array, w: jax.Array, stride) -> jax.Array:
+        """The conv with this layer's padding (`edge_time`: time padded by repeating the edge frames)."""
+        pad = [(p, p) for p in self.padding]
+        if self.edge_time and self.padding[0]:
+            x = jnp.pad(x, ((0, 0), pad[0], (0, 0), (0, 0), (0, 0)), mode="edge")
+            pad[0] = (0, 0)
+        return conv3d(x, w, stride, pad)
 
     def finish(self, y: jax.Array, p_t: int, p_c: int) -> jax.Array:
         """The computed part y (B, T'/2**p_t, H', W', C_out/2**p_c) -> the layer output: channel
@@ -166,7 +175,7 @@ class RedConv(nn.Module):
         one conv, K_c reconstructions, K_t interpolations (unavailable choices have weight 0)."""
         at, ac = self.availability(x.shape[1])
         col = lambda w: w[:, None, None, None, None]  # noqa: E731 - (B,) -> broadcast over (B, T, H, W, C)
-        full = conv3d(x, self.w, self.stride, [(p, p) for p in self.padding])
+        full = self.conv(x, self.w, self.stride)
         m = col(wc[:, 0]) * full
         for pc in range(1, len(ac)):
             if ac[pc]:

@@ -29,6 +29,10 @@ Decisions (where the paper is silent):
     the paper) appends the pooled |x[t+1] - x[t]| per channel, so that a gate can see how much
     its input changes over time, which the mean alone does not show; hidden = max(C_in // gate_reduction,
     gate_min_hidden); separate Dense heads for the temporal and the channel logits.
+  * Temporal padding: zeros (torchvision's). `temporal_padding="edge"` (our option) repeats the
+    first / last frame instead, so that a clip constant in time has features constant in time in
+    every layer, and every temporal reduction is exact on it (with zeros the first and last steps
+    differ from the others, and the interpolated last step loses that).
   * Temporal reduction by 2**p_t multiplies the conv's temporal stride; the output at the
     skipped steps is linear interpolation between computed neighbours, copying the last
     computed one at the end. Available only where T_out % 2**p_t == 0 (else its logit is masked
@@ -84,7 +88,8 @@ class R2Plus1DConfig:
     temporal_levels K_t and channel_levels K_c (VA-RED² choices 0..K, each in 0..2);
     gate_reduction and gate_min_hidden (gate hidden width max(C_in // r, min)); gate_norm (standardise
     the pooled gate input over its channels, no parameters); gate_motion (also feed each gate the
-    pooled absolute temporal difference of its input).
+    pooled absolute temporal difference of its input); temporal_padding ("zeros" as torchvision, or
+    "edge": repeat the first / last frame).
     """
 
     num_classes: int = 400
@@ -98,6 +103,7 @@ class R2Plus1DConfig:
     gate_min_hidden: int = 8
     gate_norm: bool = False
     gate_motion: bool = False
+    temporal_padding: str = "zeros"
 
     def __post_init__(self):
         for name, n in (("widths", 4), ("blocks_per_stage", 4), ("stem_widths", 2)):
@@ -115,6 +121,8 @@ class R2Plus1DConfig:
         for name in ("gate_norm", "gate_motion"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be true or false")
+        if self.temporal_padding not in ("zeros", "edge"):
+            raise ConfigError(f"temporal_padding={self.temporal_padding!r} must be 'zeros' or 'edge'")
         if not isinstance(self.residual_scale_init, numbers.Real) or isinstance(self.residual_scale_init, bool):
             raise ConfigError(f"residual_scale_init={self.residual_scale_init!r} must be a number")
 
@@ -168,7 +176,8 @@ class _Net(nn.Module):
         hidden = max(cin // c.gate_reduction, c.gate_min_hidden)
         return RedConv(cin, cout, kernel, stride, padding, scale_init, vared=self.vared,
                        levels_t=c.temporal_levels, levels_c=c.channel_levels, gate_hidden=hidden,
-                       gate_norm=c.gate_norm, gate_motion=c.gate_motion, branch_callback=self.branch_callback, name=name)
+                       gate_norm=c.gate_norm, gate_motion=c.gate_motion, edge_time=c.temporal_padding == "edge",
+                       branch_callback=self.branch_callback, name=name)
 
     @nn.compact
     def _forward(self, video, mode, tau, deterministic, forced):
