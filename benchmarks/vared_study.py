@@ -51,6 +51,7 @@ def run_config(args, seed: int, vared: bool, steps: int, init_from: str = ""):
     c.seed, c.total_steps, c.init_from = seed, steps, init_from
     if args.flops_weight is not None:
         c.vared.flops_weight = args.flops_weight
+    c.vared.flops_penalty = args.flops_penalty
     c.model.gate_norm, c.model.gate_motion = args.gate_norm, args.gate_motion
     c.model.temporal_padding = "edge" if args.edge_padding else "zeros"
     c.vared.train_backbone = not (vared and args.gates_only)
@@ -183,6 +184,8 @@ def main() -> None:
     ap.add_argument("--vared-steps", type=int, default=150)
     ap.add_argument("--budget", type=float, default=0.65)
     ap.add_argument("--flops-weight", type=float, default=None, help="vared.flops_weight (default: the config's)")
+    ap.add_argument("--flops-penalty", choices=("squared", "excess"), default="squared",
+                    help="vared.flops_penalty (excess: only FLOPs above the budget are penalised)")
     ap.add_argument("--gate-norm", action="store_true", help="standardise each gate's pooled input (model.gate_norm)")
     ap.add_argument("--gate-motion", action="store_true",
                     help="also feed each gate its input's pooled |x[t+1] - x[t]| (model.gate_motion)")
@@ -205,6 +208,8 @@ def main() -> None:
         settings["static_class"] = True
     if args.flops_weight is not None:
         settings["flops_weight"] = args.flops_weight
+    if args.flops_penalty != "squared":
+        settings["flops_penalty"] = args.flops_penalty
     if args.gate_norm:
         settings["gate_norm"] = True
     if args.gate_motion:

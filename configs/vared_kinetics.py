@@ -34,7 +34,8 @@ def get_config(arg=None):
         residual_scale_init=0.0, temporal_levels=1, channel_levels=1, gate_reduction=4, gate_min_hidden=8,
         gate_norm=False, gate_motion=False, temporal_padding="zeros"))
     c.vared = ml_collections.ConfigDict(dict(
-        enabled=a.vared, budget=a.budget, flops_weight=2.0, tau_start=5.0, tau_end=0.5, train_backbone=True))
+        enabled=a.vared, budget=a.budget, flops_weight=2.0, tau_start=5.0, tau_end=0.5, train_backbone=True,
+        flops_penalty="squared"))
     c.data.update(name="videos", num_classes=classes, sampling="stride", stride=4, short_side=128,
                   flip=True, rand_augment=False, erase_prob=0.0, num_workers=8, read_threads=4)
     c.batch_size = 64

@@ -26,7 +26,8 @@ def get_config(arg=None):
         temporal_levels=1, channel_levels=1, gate_reduction=4, gate_min_hidden=8, gate_norm=False,
         gate_motion=False, temporal_padding="zeros"))
     c.vared = ml_collections.ConfigDict(dict(
-        enabled=a.vared, budget=a.budget, flops_weight=2.0, tau_start=5.0, tau_end=0.5, train_backbone=True))
+        enabled=a.vared, budget=a.budget, flops_weight=2.0, tau_start=5.0, tau_end=0.5, train_backbone=True,
+        flops_penalty="squared"))
     c.data.update(name="synthetic", num_examples=4096, num_eval_examples=256, num_classes=c.model.num_classes,
                   static_class=a.static)
     c.batch_size = 32

@@ -84,7 +84,7 @@ def test_dense_then_vared_killed_and_resumed_then_evaluate(tmp_path):
     assert evaluated[-1]["eval_top1"] == final["eval_top1"] and evaluated[-1]["eval_flops"] == final["eval_flops"]
 
 
-def test_loss_is_cross_entropy_plus_the_budget_term_at_the_annealed_temperature():
+def test_loss_is_cross_entropy_plus_the_budget_term_at_the_annealed_temperature_and_excess_penalty():
     config = get_config()
     config.total_steps, config.warmup_steps = 10, 1
     model, clip = train.validate(config)
@@ -104,6 +104,14 @@ def test_loss_is_cross_entropy_plus_the_budget_term_at_the_annealed_temperature(
     np.testing.assert_allclose(float(metrics["tau"]), tau, rtol=1e-6)
     np.testing.assert_allclose(float(metrics["flops"]), flops, rtol=1e-5)
     np.testing.assert_allclose(float(loss), float(ce) + 2.0 * (flops - 0.65) ** 2, rtol=1e-5)
+    # "excess": FLOPs under the budget cost nothing (the same params, choices and cross-entropy)
+    config.vared.flops_penalty, config.vared.budget = "excess", 0.99
+    assert flops < 0.99
+    excess = train.ClassifyTask(config, model, clip)
+    np.testing.assert_allclose(float(jax.jit(excess.loss)(params, batch, key, step)[0]), float(ce), rtol=1e-5)
+    config.vared.flops_penalty = "hinge"
+    with pytest.raises(ConfigError, match="vared.flops_penalty"):
+        train.validate(config)
 
 
 def test_init_from_a_torchvision_state_dict_and_refusals(tmp_path):

@@ -3,7 +3,8 @@
   job=train     `ClassifyTask`: the dense R(2+1)D (`vared.enabled=False`) or the VA-RED² network
                 (soft Gumbel-softmax mixture of every conv's choices, temperature annealed
                 geometrically from `vared.tau_start` to `vared.tau_end` over the run), loss =
-                cross-entropy + `vared.flops_weight` * (mean expected FLOPs / dense - `vared.budget`)^2;
+                cross-entropy + `vared.flops_weight` * (mean expected FLOPs / dense - `vared.budget`)^2
+                (`vared.flops_penalty="excess"`: only FLOPs above the budget are penalised);
                 started from scratch or from `init_from` (a dense or VA-RED² `final/`, or a
                 torchvision r2plus1d_18 state dict `.pth`). `vared.train_backbone=False`: the
                 backbone stays as `init_from` gives it; only the gates and reconstructions train.
@@ -39,7 +40,7 @@ RUN_FIELDS = {
     "label_smoothing": Float(0, 1, hi_open=True), "clip.num_frames": Int(1), "clip.image_size": Is((tuple, list)),
     "vared.enabled": Is(bool), "vared.budget": Float(0, 1, lo_open=True), "vared.flops_weight": Float(0),
     "vared.tau_start": Float(0, lo_open=True), "vared.tau_end": Float(0, lo_open=True),
-    "vared.train_backbone": Is(bool),
+    "vared.train_backbone": Is(bool), "vared.flops_penalty": OneOf(("squared", "excess")),
 }
 
 
@@ -188,7 +189,10 @@ class ClassifyTask(trainer.Task):
             logits, choices = self.net.apply({"params": self.full(params)}, batch["video"], mode="soft", tau=tau,
                                              deterministic=False, rngs={"gumbel": rng})
             flops = jnp.mean(expected_flops(self.model_config, self.shape, choices))
-            penalty = v.flops_weight * (flops - v.budget) ** 2
+            # "squared" also rewards compute below the budget; "excess" never does (then compute
+            # that does not lower the loss, e.g. on a still clip, has a price >= 0)
+            over = flops - v.budget if v.flops_penalty == "squared" else jnp.maximum(flops - v.budget, 0.0)
+            penalty = v.flops_weight * over ** 2
             metrics = {"flops": flops, "tau": tau}
         else:
             logits, penalty = self.net.apply({"params": params}, batch["video"]), 0.0
