@@ -1,8 +1,9 @@
-"""`benchmarks/vared_study.py --quick --static-class --gates-only --gate-motion --edge-padding`: the
-study's bookkeeping (every run recorded, the per-layer policy consistent with the network-wide
-shares, a second invocation resumes without training, other settings refused), gates-only training
-(the VA-RED² run keeps the dense run's backbone bit for bit; its gates and reconstructions train)
-and the reduction cost (none for static clips with edge padding)."""
+"""`benchmarks/vared_study.py --quick` with every option (static class, gates only, gate motion,
+edge padding, excess penalty): the study's bookkeeping (every run recorded, the per-layer policy
+consistent with the network-wide shares, a second invocation resumes without training, other
+settings refused), gates-only training (the VA-RED² run keeps the dense run's backbone bit for
+bit; its gates and reconstructions train) and the reduction cost (none for static clips with edge
+padding)."""
 
 import json
 import pathlib
@@ -21,8 +22,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def study(workdir, *extra):
     return subprocess.run([sys.executable, "benchmarks/vared_study.py", "--workdir", str(workdir), "--quick",
-                           "--static-class", "--gates-only", "--gate-motion", "--edge-padding", *extra],
-                          cwd=REPO, capture_output=True, text=True, timeout=900)
+                           "--static-class", "--gates-only", "--gate-motion", "--edge-padding",
+                           "--flops-penalty", "excess", *extra], cwd=REPO, capture_output=True, text=True, timeout=900)
 
 
 def test_quick_study_records_per_layer_policy_and_resumes(tmp_path):
@@ -30,6 +31,7 @@ def test_quick_study_records_per_layer_policy_and_resumes(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     result = json.loads(first.stdout.splitlines()[-1])
     assert [r["name"] for r in result["runs"]] == ["dense", "dense_more", "vared"]
+    assert result["settings"]["flops_penalty"] == "excess" and result["settings"]["edge_padding"]
     vared = result["runs"][2]
     config = get_config("static=true")
     config.model.gate_motion, config.model.temporal_padding = True, "edge"
