@@ -52,6 +52,8 @@ def run_config(args, seed: int, vared: bool, steps: int, init_from: str = ""):
     if args.flops_weight is not None:
         c.vared.flops_weight = args.flops_weight
     c.vared.flops_penalty = args.flops_penalty
+    if vared:
+        c.optimizer.base_lr *= args.vared_lr_scale
     c.model.gate_norm, c.model.gate_motion = args.gate_norm, args.gate_motion
     c.model.temporal_padding = "edge" if args.edge_padding else "zeros"
     c.vared.train_backbone = not (vared and args.gates_only)
@@ -186,6 +188,8 @@ def main() -> None:
     ap.add_argument("--flops-weight", type=float, default=None, help="vared.flops_weight (default: the config's)")
     ap.add_argument("--flops-penalty", choices=("squared", "excess"), default="squared",
                     help="vared.flops_penalty (excess: only FLOPs above the budget are penalised)")
+    ap.add_argument("--vared-lr-scale", type=float, default=1.0,
+                    help="multiply the VA-RED² runs' learning rate (with --gates-only: the gates' rate)")
     ap.add_argument("--gate-norm", action="store_true", help="standardise each gate's pooled input (model.gate_norm)")
     ap.add_argument("--gate-motion", action="store_true",
                     help="also feed each gate its input's pooled |x[t+1] - x[t]| (model.gate_motion)")
@@ -210,6 +214,8 @@ def main() -> None:
         settings["flops_weight"] = args.flops_weight
     if args.flops_penalty != "squared":
         settings["flops_penalty"] = args.flops_penalty
+    if args.vared_lr_scale != 1.0:
+        settings["vared_lr_scale"] = args.vared_lr_scale
     if args.gate_norm:
         settings["gate_norm"] = True
     if args.gate_motion:
