@@ -73,8 +73,10 @@ def gate_input(x: jax.Array, norm: bool = False, motion: bool = False) -> jax.Ar
     (T, H, W), then the mean of |x[:, t+1] - x[:, t]| (zeros if T = 1); `norm` standardises each
     part over its channels."""
     parts = [jnp.mean(x, axis=(1, 2, 3))]
-    if motion:
-        parts.append(jnp.mean(jnp.abs(jnp.diff(x, axis=1)), axis=(1, 2, 3)) if x.shape[1] > 1 else jnp.zeros_like(parts[0]))
+    if motion and x.shape[1] > 1:
+        parts.append(jnp.mean(jnp.abs(jnp.diff(x, axis=1)), axis=(1, 2, 3)))
+    elif motion:
+        parts.append(jnp.zeros_like(parts[0]))
     if norm:
         parts = [(p - p.mean(-1, keepdims=True)) * jax.lax.rsqrt(p.var(-1, keepdims=True) + 1e-6) for p in parts]
     return jnp.concatenate(parts, -1)
