@@ -178,7 +178,8 @@ def test_every_vared_field_refuses_invalid_values_naming_the_field(name, arg):
         with pytest.raises(ConfigError, match=re.escape(path + path[-1]) + " is not a config field"):
             validate(with_value(config, path + path[-1], 1))
     wrong = []  # the model section: hand-written invalid values of each R2Plus1DConfig field
-    bad = {int: ["x", 1.5, True, -1], float: ["x", True], bool: ["x", 1, 0], tuple: ["x", (16, 32), (16, 32, 64, 0)]}
+    bad = {int: ["x", 1.5, True, -1], float: ["x", True], bool: ["x", 1, 0], tuple: ["x", (16, 32), (16, 32, 64, 0)],
+           str: ["reflect", 1, True]}
     for f in dataclasses.fields(R2Plus1DConfig):
         values = bad[type(getattr(R2Plus1DConfig(), f.name))] + ([3] if "levels" in f.name else [])
         for value in values if f.name != "stem_widths" else ["x", (16,), (16, 0)]:
