@@ -70,8 +70,8 @@ def parse_args(argv):
     ap.add_argument("--iters", type=int, default=10, help="forwards per timed round")
     ap.add_argument("--quick", action="store_true", help="2 + 2 steps, batch 8, 16 held-out videos: bookkeeping only")
     # read by vared_study.run_config: the 4-class data and the shipped VA-RED² recipe
-    ap.set_defaults(static_class=False, flops_weight=None, flops_penalty="squared", vared_lr_scale=1.0,
-                    gate_norm=False, gate_motion=False, edge_padding=False, gates_only=False)
+    ap.set_defaults(static_class=False, flops_weight=None, flops_penalty="squared", gate_norm=False,
+                    gate_motion=False, edge_padding=False, gates_only=False)
     args = ap.parse_args(argv)
     if args.quick:
         args.dense_steps, args.vared_steps, args.rounds, args.iters = 2, 2, 2, 2

@@ -18,6 +18,8 @@ For each seed, with the same recipe for every run:
     python benchmarks/vared_study.py --workdir /tmp/vared_quick --quick    # bookkeeping only (~2 min)
     python benchmarks/vared_study.py --workdir /tmp/vared_study --gate-logits   # the gates' logits per conv
     python benchmarks/vared_study.py --workdir /tmp/vared_static --static-class --reduction-cost  # CE cost
+    python benchmarks/vared_study.py --workdir /tmp/vared_input --static-class --edge-padding --gate-motion \
+        --gate-norm          # the options under which the policy depends on the clip (README)
 
 Resumable: every finished run is appended to WORKDIR/runs.jsonl and skipped by a later invocation
 (a run killed mid-way resumes from its own checkpoints); records made with other settings are
@@ -52,8 +54,6 @@ def run_config(args, seed: int, vared: bool, steps: int, init_from: str = ""):
     if args.flops_weight is not None:
         c.vared.flops_weight = args.flops_weight
     c.vared.flops_penalty = args.flops_penalty
-    if vared:
-        c.optimizer.base_lr *= args.vared_lr_scale
     c.model.gate_norm, c.model.gate_motion = args.gate_norm, args.gate_motion
     c.model.temporal_padding = "edge" if args.edge_padding else "zeros"
     c.vared.train_backbone = not (vared and args.gates_only)
@@ -188,8 +188,6 @@ def main() -> None:
     ap.add_argument("--flops-weight", type=float, default=None, help="vared.flops_weight (default: the config's)")
     ap.add_argument("--flops-penalty", choices=("squared", "excess"), default="squared",
                     help="vared.flops_penalty (excess: only FLOPs above the budget are penalised)")
-    ap.add_argument("--vared-lr-scale", type=float, default=1.0,
-                    help="multiply the VA-RED² runs' learning rate (with --gates-only: the gates' rate)")
     ap.add_argument("--gate-norm", action="store_true", help="standardise each gate's pooled input (model.gate_norm)")
     ap.add_argument("--gate-motion", action="store_true",
                     help="also feed each gate its input's pooled |x[t+1] - x[t]| (model.gate_motion)")
@@ -214,8 +212,6 @@ def main() -> None:
         settings["flops_weight"] = args.flops_weight
     if args.flops_penalty != "squared":
         settings["flops_penalty"] = args.flops_penalty
-    if args.vared_lr_scale != 1.0:
-        settings["vared_lr_scale"] = args.vared_lr_scale
     if args.gate_norm:
         settings["gate_norm"] = True
     if args.gate_motion:
