@@ -71,8 +71,12 @@ def parse_args(argv):
     p.add_argument("--methods", default=None, help="comma-separated methods (default: all; quick: "
                    f"{','.join(recipe.QUICK_METHODS)}); known: {','.join(recipe.METHODS)}")
     p.add_argument("--ablation-sizes", default="tiny", help="sizes the ablation methods run on")
-    p.add_argument("--pretrain-epochs", type=int, default=recipe.PRETRAIN_EPOCHS,
-                   help=f"pre-training epochs of the {recipe.PRETRAIN_EXAMPLES} unlabelled clips, every method alike")
+    p.add_argument("--regime", default="low_label", choices=sorted(recipe.REGIMES),
+                   help="low_label: few labelled clips of other videos; same_split: fine-tune on the pre-training "
+                   "videos with their labels, as the papers do (configs/reproduce.py)")
+    p.add_argument("--pretrain-epochs", type=int, default=0,
+                   help=f"pre-training epochs of the {recipe.PRETRAIN_EXAMPLES} unlabelled clips, every method alike "
+                   f"(default: the regime's, {recipe.PRETRAIN_EPOCHS})")
     p.add_argument("--figure", default=None, help="PNG figure (default: WORKDIR/finetune_vs_gflops.png)")
     p.add_argument("--out", default=None, help="JSON result (default: WORKDIR/results.json)")
     args = p.parse_args(argv)
@@ -156,7 +160,8 @@ def compilation_cache(path: pathlib.Path):
 
 
 def run_config(args, job: str, size: str, seed: int, model: dict):
-    config = recipe.get_config(f"job={job},size={size},epochs={args.pretrain_epochs},quick={int(args.quick)}")
+    config = recipe.get_config(f"job={job},size={size},regime={args.regime},epochs={args.pretrain_epochs},"
+                               f"quick={int(args.quick)}")
     config.seed = seed
     config.model.update(model)
     return config
@@ -235,10 +240,10 @@ def cost_run(ledger, args, size, variant) -> dict:
 
 
 @functools.lru_cache(maxsize=4)
-def probe_data(size: str, quick: bool):
+def probe_data(size: str, regime: str, quick: bool):
     """(labelled videos (n, T, H, W, C), labels (n,), test videos, test labels, model config): the
     fine-tuning run's train and eval splits, through the trainer's own synthetic source."""
-    config = recipe.get_config(f"job=finetune,size={size},quick={int(quick)}")
+    config = recipe.get_config(f"job=finetune,size={size},regime={regime},quick={int(quick)}")
     model_config = ModelConfig.from_dict(dict(config.model.to_dict(), finetune_keep_ratio=1.0))
     out = []
     for train in (True, False):
@@ -302,7 +307,7 @@ def probe_run(ledger, args, size, seed, encoder: str, pretrained: dict | None) -
     probe = recipe.QUICK_PROBE if args.quick else recipe.PROBE
 
     def fn():
-        videos, labels, test_videos, test_labels, model_config = probe_data(size, args.quick)
+        videos, labels, test_videos, test_labels, model_config = probe_data(size, args.regime, args.quick)
         if pretrained:
             params = checkpoint.load_params(pathlib.Path(pretrained["workdir"]) / "final")[2]["encoder"]
         else:
@@ -456,7 +461,7 @@ def main(argv=None) -> dict:
         rows = run_study(args, ledger)
     summary = summarize(rows, args.sizes[0])
     result = {"runs": rows, "summary": summary, "executed": ledger.executed,
-              "recipe": {"sizes": {s: recipe.SIZES[s] for s in args.sizes}, "seeds": args.seeds,
+              "recipe": {"regime": args.regime, "sizes": {s: recipe.SIZES[s] for s in args.sizes}, "seeds": args.seeds,
                          "pretrain": dict(recipe.PRETRAIN),
                          "pretrain_run": run_config(args, "pretrain", args.sizes[0], 0, {}).to_dict(),
                          "finetune_run": run_config(args, "finetune", args.sizes[0], 0, {}).to_dict(),

@@ -33,8 +33,8 @@ def test_default_synthetic_videos_are_unchanged():
                                   num_classes=8)) == "e9256398743842584bc865b1389a972c456e3538f8570222602f00412e3cfba7"
 
 
-def study_split(job: str, train: bool, seed: int = 0, frames: int = 8) -> SyntheticVideos:
-    config = recipe.get_config(f"job={job}")
+def study_split(job: str, train: bool, seed: int = 0, frames: int = 8, regime: str = "low_label") -> SyntheticVideos:
+    config = recipe.get_config(f"job={job},regime={regime}")
     config.seed = seed
     model = ModelConfig.from_dict(config.model.to_dict())
     return inputs.synthetic_split(config, model, train, frames, model.image_size)
@@ -101,6 +101,29 @@ def test_splits_are_disjoint_and_do_not_depend_on_the_run_seed():
     firsts = [s[0]["video"] for s in (pre, labelled, test)]
     assert not any(np.array_equal(a, b) for i, a in enumerate(firsts) for b in firsts[i + 1:])
     np.testing.assert_array_equal(study_split("finetune", True, seed=2)[0]["video"], labelled[0]["video"])
+
+
+def test_same_split_regime_fine_tunes_on_the_pretraining_videos_as_the_papers_do():
+    """same_split: the labelled split is the pre-training split with its labels (4 directions, one
+    speed band, no wrap: the quickstart's videos); the test split is disjoint; low_label is not."""
+    pre, labelled, test = (study_split("pretrain", True, regime="same_split"),
+                           study_split("finetune", True, regime="same_split"),
+                           study_split("finetune", False, regime="same_split"))
+    assert (pre.num_classes, pre.num_speeds, pre.wrap) == (4, 1, False)
+    assert labelled == pre and len(labelled) == recipe.PRETRAIN_EXAMPLES
+    assert test.seed != pre.seed and len(test) == recipe.TEST_EXAMPLES
+    for i in (0, 1, 4095):
+        np.testing.assert_array_equal(labelled[i]["video"], pre[i]["video"])
+    assert not np.array_equal(test[0]["video"], pre[0]["video"])
+    assert np.bincount([int(labelled[i]["label"]) for i in range(64)]).tolist() == [16] * 4
+    low = study_split("finetune", True)
+    assert low.seed != study_split("pretrain", True).seed and len(low) == recipe.LABELLED_PER_CLASS * 8
+    ft = recipe.get_config("job=finetune,regime=same_split")
+    assert (ft.model.num_classes, ft.total_steps, ft.batch_size) == (4, 300, 32)
+    assert recipe.get_config("job=pretrain,regime=same_split").total_steps == 1024  # 8 epochs of 4096
+    assert recipe.get_config("job=pretrain,regime=same_split,epochs=2").total_steps == 256
+    with pytest.raises(ValueError, match="regime='typo' must be one of"):
+        recipe.get_config("regime=typo")
 
 
 def load_study():
