@@ -55,6 +55,9 @@ def parse_args(argv):
     p.add_argument("--iters", type=int, default=3, help="timed steps per variant (after one warm-up step)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="compute dtype")
     p.add_argument("--num-classes", type=int, default=101, help="classifier classes (fine-tuning)")
+    p.add_argument("--attention", default="xla", choices=("xla", "auto", "blocked", "cudnn"),
+                   help="model.attention; 'blocked' (auto on CPU) runs a loop whose body XLA counts once, "
+                        "so its gflops undercount the attention")
     p.add_argument("--inference", "--forward-only", dest="inference", action="store_true",
                    help="also measure forward passes alone (inference cost), under the 'inference' key")
     return p.parse_args(argv)
@@ -135,7 +138,7 @@ def measure_all(args, train, params_cache):
     from everest_jax.models import Classifier, PretrainingModel
 
     base = dict(size=args.model, num_frames=args.frames, image_size=args.image_size, patch_size=args.patch_size,
-                tubelet_size=args.tubelet, dtype=args.dtype, num_classes=args.num_classes)
+                tubelet_size=args.tubelet, dtype=args.dtype, num_classes=args.num_classes, attention=args.attention)
     rng = np.random.default_rng(0)  # a random clip in ImageNet-normalised space, random labels
     video = rng.standard_normal((args.batch, args.frames, args.image_size, args.image_size, 3), np.float32)
     labels = rng.integers(0, args.num_classes, (args.batch,), np.int32)

@@ -100,7 +100,7 @@ def main(argv=None):
     for size, dtype, remat, (group, variant) in itertools.product(
             args.models.split(","), args.dtypes.split(","), args.remat.split(","), steps):
         base = dict(size=size, num_frames=args.frames, image_size=args.image_size, dtype=dtype, scan=True,
-                    remat=remat == "on", num_classes=args.num_classes)
+                    remat=remat == "on", num_classes=args.num_classes, attention="xla")
         if group == "pretrain":
             config = ModelConfig(**base, masking="everest" if variant == "everest" else "tube")
         else:

@@ -19,8 +19,11 @@ starts its thread pools) and torch.set_num_threads(--threads); XLA sizes its poo
 Tables go to stdout, progress to stderr; the last line of stdout is one JSON object:
     {"pretrain": {"pytorch_videomae_tube": E, "ours_videomae_tube": E, "ours_everest": E},
      "finetune": {"pytorch_all_tokens": E, "ours_all_tokens": E, "ours_everest": E},
-     "parity": {"finetune_logits_max_abs_diff": x}, "config": {...}, "machine": {...}}
+     "parity": {"finetune_logits_max_abs_diff": x}, "attention": {...}, "config": {...}, "machine": {...}}
 with E = {"step_ms", "ratio" (to the group's PyTorch step), "encoder_tokens", ours: "gflops"}.
+Our attention: `--attention` (default auto: the blocked attention of everest_jax/models/attention.py
+on CPU); XLA counts a loop body once, so with more tokens than one block (128) "gflops" undercounts
+the blocked attention (everest_cost.py counts model FLOPs with XLA's attention).
 """
 
 import argparse
@@ -46,7 +49,14 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                    help="cores for both frameworks (default: all this process may use)")
     p.add_argument("--num-classes", type=int, default=400, help="classifier classes")
-    return p.parse_args(argv)
+    p.add_argument("--attention", default="auto",
+                   help="our model.attention, comma-separated (auto: blocked on CPU): the first fills the keys "
+                        "above, each further one adds its own entries, e.g. ours_all_tokens+xla")
+    args = p.parse_args(argv)
+    args.attention = args.attention.split(",")
+    if not set(args.attention) <= {"auto", "blocked", "xla", "cudnn"}:
+        p.error(f"--attention: choose among auto, blocked, xla, cudnn (got {','.join(args.attention)})")
+    return args
 
 
 def machine_record(threads: int) -> dict:
@@ -153,8 +163,9 @@ def measure(args) -> dict:
     mask_rng = np.random.default_rng(1)
     runners["pytorch_videomae_tube"] = torch_step(hf, lambda: dict(
         pixel_values=video_t, bool_masked_pos=torch.from_numpy(tube_mask(mask_rng, args.batch, shape.grid))))
-    for name, masking in (("ours_videomae_tube", "tube"), ("ours_everest", "everest")):
-        config = convert.hf_model_config(hf.config.to_dict(), masking=masking)
+    for name, masking, attention in ours_variants((("ours_videomae_tube", "tube"), ("ours_everest", "everest")),
+                                                  args.attention):
+        config = convert.hf_model_config(hf.config.to_dict(), masking=masking, attention=attention)
         _, params = convert.convert_state_dict(state, config)
         model = PretrainingModel(config)
         loss = lambda p, v, l, r, t, m=model: objectives.pretrain_loss(p, m, v, r, train=t)  # noqa: E731
@@ -171,11 +182,11 @@ def measure(args) -> dict:
     state = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
     runners, ours = {}, {}
     runners["pytorch_all_tokens"] = torch_step(hf, lambda: dict(pixel_values=video_t, labels=labels_t))
-    for name, keep in (("ours_all_tokens", 1.0), ("ours_everest", 0.6)):
-        config = convert.hf_model_config(hf.config.to_dict(), finetune_keep_ratio=keep)
+    for name, keep, attention in ours_variants((("ours_all_tokens", 1.0), ("ours_everest", 0.6)), args.attention):
+        config = convert.hf_model_config(hf.config.to_dict(), finetune_keep_ratio=keep, attention=attention)
         _, params = convert.convert_state_dict(state, config)
         model = Classifier(config)
-        if keep == 1.0:  # the same network: compare the logits before any step changes the weights
+        if name == "ours_all_tokens":  # the same network: compare the logits before any step changes the weights
             with torch.no_grad():
                 want = hf.eval()(pixel_values=video_t).logits.numpy()
             hf.train()
@@ -186,8 +197,15 @@ def measure(args) -> dict:
         ours[name] = dict(gflops=cost["gflops"], encoder_tokens=config.finetune_keep_count)
     print("finetune: timing", file=sys.stderr, flush=True)
     result["finetune"] = group(interleaved(runners, args.iters), "pytorch_all_tokens", ours, shape.num_tokens)
-    result["attention"] = {"pytorch": hf.config._attn_implementation, "ours": "jax.nn.dot_product_attention (xla)"}
+    resolved = {"auto": "blocked" if jax.default_backend() == "cpu" else "auto (JAX's choice)"}
+    result["attention"] = {"pytorch": hf.config._attn_implementation,
+                           "ours": [f"{a} ({resolved[a]})" if a in resolved else a for a in args.attention]}
     return result
+
+
+def ours_variants(variants, attentions):
+    """(name, setting) pairs x attention implementations -> (name[+impl], setting, impl); the first impl keeps the name."""
+    return [(name if i == 0 else f"{name}+{a}", setting, a) for i, a in enumerate(attentions) for name, setting in variants]
 
 
 def group(step_ms: dict, baseline: str, ours: dict, baseline_tokens: int) -> dict:
@@ -226,7 +244,8 @@ def main(argv=None) -> dict:
     print_table(result)
     result["config"] = {"model": args.model, "frames": args.frames, "image_size": args.image_size,
                         "patch_size": args.patch_size, "tubelet": args.tubelet, "batch": args.batch,
-                        "iters": args.iters, "dtype": "float32", "num_classes": args.num_classes}
+                        "iters": args.iters, "dtype": "float32", "num_classes": args.num_classes,
+                        "attention": args.attention}
     result["machine"] = dict(machine_record(args.threads), platform=jax.default_backend(), jax=jax.__version__,
                              torch=torch.__version__, transformers=transformers.__version__)
     print(json.dumps(result))

@@ -37,7 +37,7 @@ MODEL_FIELDS = {
     "use_mean_pooling": Is(bool), "head_dropout": _DROPOUT, "head_init_scale": Float(0), "drop_path": _DROPOUT,
     "masking": OneOf(MASKINGS), "selection_distance": OneOf(DISTANCES), "selection_order": OneOf(ORDERS),
     "pretrain_keep_ratio": _RATIO, "visible_ratio": _RATIO, "mask_ratio": _RATIO, "finetune_keep_ratio": _RATIO,
-    "dtype": OneOf(DTYPES), "attention": OneOf(("auto", "xla", "cudnn")), "remat": Is(bool), "scan": Is(bool),
+    "dtype": OneOf(DTYPES), "attention": OneOf(("auto", "blocked", "xla", "cudnn")), "remat": Is(bool), "scan": Is(bool),
 }
 
 
@@ -112,7 +112,7 @@ class ModelConfig:
     finetune_keep_ratio: float = 0.6  # fine-tuning / inference rho; 1.0 = all tokens
     # Execution.
     dtype: str = "float32"
-    attention: str = "auto"  # jax.nn.dot_product_attention implementation: auto (JAX picks), xla, cudnn
+    attention: str = "auto"  # auto (CPU: blocked; else JAX picks), blocked (models/attention.py), xla, cudnn
     remat: bool = False
     scan: bool = False
 
@@ -166,7 +166,7 @@ class ModelConfig:
 
     @property
     def attention_impl(self) -> str | None:
-        """`attention` as jax.nn.dot_product_attention's `implementation` argument."""
+        """`attention` as models.attention.dot_product_attention's `implementation` argument."""
         return None if self.attention == "auto" else self.attention
 
     @property

@@ -25,7 +25,7 @@ def test_tiny_run_reports_every_step_with_its_schema(capsys):
     assert [(r["group"], r["variant"]) for r in runs] == [("pretrain", "everest"), ("pretrain", "videomae_tube"),
                                                           ("finetune", "everest"), ("finetune", "all_tokens")]
     for r in runs:
-        assert r["status"] == "ok" and r["batch"] == 2 and r["attention"] == "auto" and r["mfu"] is None
+        assert r["status"] == "ok" and r["batch"] == 2 and r["attention"] == "xla" and r["mfu"] is None
         assert r["step_ms"] > 0 and r["clips_per_s"] > 0 and r["tflops_per_s"] > 0 and r["xla_peak_gib"] > 0
         assert abs(r["tokens_per_s"] - r["clips_per_s"] * r["encoder_tokens"]) < 1e-6 * r["tokens_per_s"]
     assert line["pytorch"] is None  # no CUDA here

@@ -19,11 +19,18 @@ def test_vs_pytorch_compares_the_same_network_and_prints_its_record(capsys):
     spec.loader.exec_module(bench)
     cores = len(os.sched_getaffinity(0))
     result = bench.main(["--model", "tiny", "--frames", "4", "--image-size", "32", "--patch-size", "8",
-                         "--iters", "1", "--threads", "1", "--num-classes", "5"])
+                         "--iters", "1", "--threads", "1", "--num-classes", "5",
+                         "--attention", "auto,xla"])
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line == json.loads(json.dumps(result))
-    assert set(line["pretrain"]) == {"pytorch_videomae_tube", "ours_videomae_tube", "ours_everest"}
-    assert set(line["finetune"]) == {"pytorch_all_tokens", "ours_all_tokens", "ours_everest"}
+    assert set(line["pretrain"]) == {"pytorch_videomae_tube", "ours_videomae_tube", "ours_everest",
+                                     "ours_videomae_tube+xla", "ours_everest+xla"}
+    assert set(line["finetune"]) == {"pytorch_all_tokens", "ours_all_tokens", "ours_everest",
+                                     "ours_all_tokens+xla", "ours_everest+xla"}
+    assert line["attention"]["ours"] == ["auto (blocked)", "xla"]
+    for group in ("pretrain", "finetune"):  # one block of 32 tokens: no loop, XLA counts both alike
+        for name in ("ours_everest", "ours_" + ("videomae_tube" if group == "pretrain" else "all_tokens")):
+            assert line[group][name]["gflops"] == pytest.approx(line[group][name + "+xla"]["gflops"], rel=0.05)
     for group, baseline in (("pretrain", "pytorch_videomae_tube"), ("finetune", "pytorch_all_tokens")):
         entries = line[group]
         for name, e in entries.items():

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from everest_jax.models.attention import dot_product_attention
+
 ACTIVATION = ("activation_batch", "activation_length", "activation_embed")
 
 
@@ -79,7 +81,7 @@ class Attention(nn.Module):
 
     num_heads: int
     dtype: Any = jnp.float32
-    implementation: str | None = None  # jax.nn.dot_product_attention's: None (JAX picks), "xla", "cudnn"
+    implementation: str | None = None  # attention.dot_product_attention's: None (auto), "blocked", "xla", "cudnn"
 
     @nn.compact
     def __call__(self, x):
@@ -87,7 +89,7 @@ class Attention(nn.Module):
         q = HeadsDense(h, hd, True, True, self.dtype, name="query")(x)  # (B, N, H, hd)
         k = HeadsDense(h, hd, True, False, self.dtype, name="key")(x)
         v = HeadsDense(h, hd, True, True, self.dtype, name="value")(x)
-        out = jax.nn.dot_product_attention(q, k, v, implementation=self.implementation)
+        out = dot_product_attention(q, k, v, self.implementation)
         return HeadsDense(h, hd, False, True, self.dtype, name="out")(out)
 
 
