@@ -55,7 +55,9 @@ def parse_args(argv):
     p.add_argument("--iters", type=int, default=3, help="timed steps per variant (after one warm-up step)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="compute dtype")
     p.add_argument("--num-classes", type=int, default=101, help="classifier classes (fine-tuning)")
-    p.add_argument("--attention", default="xla", choices=("xla", "auto", "blocked", "cudnn"),
+    from everest_jax.config import ATTENTIONS
+
+    p.add_argument("--attention", default="xla", choices=ATTENTIONS,
                    help="model.attention; 'blocked' (auto on CPU) runs a loop whose body XLA counts once, "
                         "so its gflops undercount the attention")
     p.add_argument("--inference", "--forward-only", dest="inference", action="store_true",

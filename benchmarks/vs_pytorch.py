@@ -53,9 +53,12 @@ def parse_args(argv):
                    help="our model.attention, comma-separated (auto: blocked on CPU): the first fills the keys "
                         "above, each further one adds its own entries, e.g. ours_all_tokens+xla")
     args = p.parse_args(argv)
+    sys.path.insert(0, os.path.dirname(HERE))
+    from everest_jax.config import ATTENTIONS
+
     args.attention = args.attention.split(",")
-    if not set(args.attention) <= {"auto", "blocked", "xla", "cudnn"}:
-        p.error(f"--attention: choose among auto, blocked, xla, cudnn (got {','.join(args.attention)})")
+    if not set(args.attention) <= set(ATTENTIONS):
+        p.error(f"--attention: choose among {', '.join(ATTENTIONS)} (got {','.join(args.attention)})")
     return args
 
 

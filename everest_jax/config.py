@@ -26,6 +26,7 @@ MASKINGS = ("everest", "tube", "random")
 DISTANCES = ("l2", "l1", "cosine", "pixel")  # token scores: embedding distances, or raw pixels (RLT)
 ORDERS = ("descending", "ascending")  # keep the most- (EVEREST) or least-changing tokens (ablation)
 DTYPES = ("float32", "bfloat16", "float16")
+ATTENTIONS = ("auto", "blocked", "xla", "cudnn")  # models/attention.py
 _RATIO, _POSITIVE, _DROPOUT = Float(0, 1, lo_open=True), Float(0, lo_open=True), Float(0, 1, hi_open=True)
 # Type and range of every ModelConfig field but image_size (normalised by _image_size); the checks
 # that relate fields are in ModelConfig.validate.
@@ -37,7 +38,7 @@ MODEL_FIELDS = {
     "use_mean_pooling": Is(bool), "head_dropout": _DROPOUT, "head_init_scale": Float(0), "drop_path": _DROPOUT,
     "masking": OneOf(MASKINGS), "selection_distance": OneOf(DISTANCES), "selection_order": OneOf(ORDERS),
     "pretrain_keep_ratio": _RATIO, "visible_ratio": _RATIO, "mask_ratio": _RATIO, "finetune_keep_ratio": _RATIO,
-    "dtype": OneOf(DTYPES), "attention": OneOf(("auto", "blocked", "xla", "cudnn")), "remat": Is(bool), "scan": Is(bool),
+    "dtype": OneOf(DTYPES), "attention": OneOf(ATTENTIONS), "remat": Is(bool), "scan": Is(bool),
 }
 
 
