@@ -22,7 +22,7 @@ Tables go to stdout, progress to stderr; the last line of stdout is one JSON obj
      "parity": {"finetune_logits_max_abs_diff": x}, "attention": {...}, "config": {...}, "machine": {...}}
 with E = {"step_ms", "ratio" (to the group's PyTorch step), "encoder_tokens", ours: "gflops"}.
 Our attention: `--attention` (default auto: the blocked attention of everest_jax/models/attention.py
-on CPU); XLA counts a loop body once, so with more tokens than one block (128) "gflops" undercounts
+on CPU); XLA counts a loop body once, so with more tokens than one block (~420 at 12 heads) "gflops" undercounts
 the blocked attention (everest_cost.py counts model FLOPs with XLA's attention).
 """
 
