@@ -19,7 +19,8 @@ starts its thread pools) and torch.set_num_threads(--threads); XLA sizes its poo
 Tables go to stdout, progress to stderr; the last line of stdout is one JSON object:
     {"pretrain": {"pytorch_videomae_tube": E, "ours_videomae_tube": E, "ours_everest": E},
      "finetune": {"pytorch_all_tokens": E, "ours_all_tokens": E, "ours_everest": E},
-     "parity": {"finetune_logits_max_abs_diff": x}, "attention": {...}, "config": {...}, "machine": {...}}
+     "parity": {"finetune_logits_max_abs_diff": x}, "attention": {...}, "config": {...}, "machine": {...},
+     with --profile: "profile": {GROUP: {VARIANT: [[operation, ms], ...]}}}
 with E = {"step_ms", "ratio" (to the group's PyTorch step), "encoder_tokens", ours: "gflops"}.
 Our attention: `--attention` (default auto: the blocked attention of everest_jax/models/attention.py
 on CPU); XLA counts a loop body once, so with more tokens than one block (~420 at 12 heads) "gflops" undercounts
@@ -29,7 +30,9 @@ the blocked attention (everest_cost.py counts model FLOPs with XLA's attention).
 import argparse
 import json
 import os
+import pathlib
 import platform
+import re
 import statistics
 import sys
 import time
@@ -49,6 +52,10 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                    help="cores for both frameworks (default: all this process may use)")
     p.add_argument("--num-classes", type=int, default=400, help="classifier classes")
+    p.add_argument("--profile", metavar="DIR",
+                   help="after timing, trace one more step of every variant under DIR/GROUP/VARIANT (JAX: "
+                        "jax.profiler, for TensorBoard / Perfetto; PyTorch: torch.profiler, a Chrome trace); "
+                        "the record gets each step's operations that took the most time")
     p.add_argument("--attention", default="auto",
                    help="our model.attention, comma-separated (auto: blocked on CPU): the first fills the keys "
                         "above, each further one adds its own entries, e.g. ours_all_tokens+xla")
@@ -135,6 +142,41 @@ def interleaved(runners: dict, iters: int) -> dict:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+OP_NAME = re.compile(r"[a-z][a-z0-9_\-]*(\.\d+)?")  # an XLA:CPU kernel's trace event (not a runtime wrapper)
+
+
+def profile_steps(runners: dict, directory: pathlib.Path, top: int = 12) -> dict:
+    """Trace one step of each runner -> {name: [[operation, ms], ...]}, the `top` longest, kernels of
+    one kind summed (XLA: `ynn_fusion.17` and `ynn_fusion.18` are `ynn_fusion`; PyTorch: self CPU time).
+    Threads run kernels concurrently, so the sums can exceed the step's wall time."""
+    import collections
+    import gzip
+
+    import jax
+    import torch
+
+    out = {}
+    for name, run in runners.items():
+        where = directory / name
+        where.mkdir(parents=True, exist_ok=True)
+        totals = collections.Counter()
+        if name.startswith("pytorch"):
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                run()
+            prof.export_chrome_trace(str(where / "trace.json"))
+            for e in prof.key_averages():
+                totals[e.key] += e.self_cpu_time_total / 1e3
+        else:
+            with jax.profiler.trace(str(where)):
+                run()
+            trace = max(where.rglob("*.trace.json.gz"), key=lambda f: f.stat().st_mtime)
+            for e in json.load(gzip.open(trace))["traceEvents"]:
+                if e.get("ph") == "X" and OP_NAME.fullmatch(e.get("name", "")):
+                    totals[re.sub(r"\.\d+$", "", e["name"])] += e["dur"] / 1e3
+        out[name] = [[op, round(ms, 2)] for op, ms in totals.most_common(top)]
+    return out
+
+
 def measure(args) -> dict:
     import jax
     import jax.numpy as jnp
@@ -177,6 +219,8 @@ def measure(args) -> dict:
     print("pretrain: timing", file=sys.stderr, flush=True)
     result["pretrain"] = group(interleaved(runners, args.iters), "pytorch_videomae_tube", ours,
                                shape.num_tokens - int(0.9 * shape.grid[1] * shape.grid[2]) * shape.grid[0])
+    if args.profile:
+        result["profile"] = {"pretrain": profile_steps(runners, pathlib.Path(args.profile) / "pretrain")}
     del hf, runners
 
     # Fine-tuning: classification with all tokens (HF) vs ours with all tokens and rho = 0.6.
@@ -200,6 +244,8 @@ def measure(args) -> dict:
         ours[name] = dict(gflops=cost["gflops"], encoder_tokens=config.finetune_keep_count)
     print("finetune: timing", file=sys.stderr, flush=True)
     result["finetune"] = group(interleaved(runners, args.iters), "pytorch_all_tokens", ours, shape.num_tokens)
+    if args.profile:
+        result["profile"]["finetune"] = profile_steps(runners, pathlib.Path(args.profile) / "finetune")
     resolved = {"auto": "blocked" if jax.default_backend() == "cpu" else "auto (JAX's choice)"}
     result["attention"] = {"pytorch": hf.config._attn_implementation,
                            "ours": [f"{a} ({resolved[a]})" if a in resolved else a for a in args.attention]}

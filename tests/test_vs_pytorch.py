@@ -13,14 +13,14 @@ pytest.importorskip("transformers")
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_vs_pytorch_compares_the_same_network_and_prints_its_record(capsys):
+def test_vs_pytorch_compares_the_same_network_and_prints_its_record(capsys, tmp_path):
     spec = importlib.util.spec_from_file_location("vs_pytorch", REPO / "benchmarks" / "vs_pytorch.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     cores = len(os.sched_getaffinity(0))
     result = bench.main(["--model", "tiny", "--frames", "4", "--image-size", "32", "--patch-size", "8",
                          "--iters", "1", "--threads", "1", "--num-classes", "5",
-                         "--attention", "auto,xla"])
+                         "--attention", "auto,xla", "--profile", str(tmp_path)])
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line == json.loads(json.dumps(result))
     assert set(line["pretrain"]) == {"pytorch_videomae_tube", "ours_videomae_tube", "ours_everest",
@@ -44,3 +44,14 @@ def test_vs_pytorch_compares_the_same_network_and_prints_its_record(capsys):
     assert line["parity"]["finetune_logits_max_abs_diff"] < 1e-4  # converted weights: the same network
     assert line["machine"]["threads"] == 1 and line["machine"]["torch"] and line["machine"]["cpu"]
     assert len(os.sched_getaffinity(0)) == cores  # the pinning is undone
+    # --profile: a trace of every variant, and its longest operations in the record
+    for group in ("pretrain", "finetune"):
+        assert set(line["profile"][group]) == set(line[group])
+        for name, ops in line["profile"][group].items():
+            assert ops and all(ms > 0 for _, ms in ops), (name, ops)
+            traces = list((tmp_path / group / name).rglob("*.json*"))
+            assert traces, name
+            if name.startswith("ours"):  # XLA:CPU kernels (fusions, dots), not runtime wrappers
+                assert any("fusion" in op or op.startswith("dot") for op, _ in ops), ops
+            else:
+                assert any(op.startswith("aten::") for op, _ in ops), ops
