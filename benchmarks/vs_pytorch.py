@@ -38,6 +38,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(HERE), HERE]  # everest_jax/ and everest_cost.py
 
 
 def parse_args(argv):
@@ -60,7 +61,6 @@ def parse_args(argv):
                    help="our model.attention, comma-separated (auto: blocked on CPU): the first fills the keys "
                         "above, each further one adds its own entries, e.g. ours_all_tokens+xla")
     args = p.parse_args(argv)
-    sys.path.insert(0, os.path.dirname(HERE))
     from everest_jax.config import ATTENTIONS
 
     args.attention = args.attention.split(",")
@@ -184,7 +184,6 @@ def measure(args) -> dict:
     import torch
     import transformers
 
-    sys.path[:0] = [os.path.dirname(HERE), HERE]
     import everest_cost
     from everest_jax import ModelConfig, convert, objectives
     from everest_jax.models import Classifier, PretrainingModel
