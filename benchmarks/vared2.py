@@ -22,6 +22,7 @@ policy, hence its cost, may differ.
 
     python benchmarks/vared2.py --workdir /tmp/vared2            # ~15 min on 2 CPU cores
     python benchmarks/vared2.py --workdir /tmp/vared2q --quick   # 2 + 2 steps, bookkeeping only
+    python benchmarks/vared2.py --workdir /tmp/vared2i --input-dependent   # the CNNs with the 3 options
 
 Resumable: a finished training run (its final metrics in `bench_final.json`) is not trained again. Last line of stdout:
 {"models": {NAME: {"top1", "gflops_per_clip", "clips_per_s_b1", "clips_per_s_b8", "peak_gib",
@@ -70,10 +71,13 @@ def parse_args(argv):
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--iters", type=int, default=10, help="forwards per timed round")
     ap.add_argument("--quick", action="store_true", help="2 + 2 steps, batch 8, 16 held-out videos: bookkeeping only")
-    # read by vared_study.run_config: the 4-class data and the shipped VA-RED² recipe
-    ap.set_defaults(static_class=False, flops_weight=None, flops_penalty="squared", gate_norm=False,
-                    gate_motion=False, edge_padding=False, gates_only=False)
+    ap.add_argument("--input-dependent", action="store_true",
+                    help="the CNNs with edge padding in time and the gates' standardised motion cue "
+                         "(model.temporal_padding=edge, gate_motion, gate_norm: the README's input-dependent recipe)")
+    # read by vared_study.run_config: the 4-class data and the shipped VA-RED² recipe (or the options above)
+    ap.set_defaults(static_class=False, flops_weight=None, flops_penalty="squared", gates_only=False)
     args = ap.parse_args(argv)
+    args.gate_norm = args.gate_motion = args.edge_padding = args.input_dependent
     if args.quick:
         args.dense_steps, args.vared_steps, args.rounds, args.iters = 2, 2, 2, 2
     return args

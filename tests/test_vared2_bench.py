@@ -50,3 +50,15 @@ def test_vared2_quick_schema_flops_and_resume(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(bench.vit_train, "run", no_training)
     again = bench.train_all(bench.parse_args(["--workdir", str(tmp_path), "--quick"]))
     assert {n: a[2]["eval_top1"] for n, a in again.items()} == {n: m["top1"] for n, m in models.items()}
+
+
+def test_vared2_input_dependent_flag_sets_the_three_options_on_both_cnns(tmp_path):
+    bench = load_bench()
+    models = {}
+    for flag in ([], ["--input-dependent"]):
+        args = bench.parse_args(["--workdir", str(tmp_path), "--quick", *flag])
+        models[bool(flag)] = [bench.vared_study.run_config(args, 0, vared, 2).model for vared in (False, True)]
+    for model in models[False]:
+        assert (model.temporal_padding, model.gate_motion, model.gate_norm) == ("zeros", False, False)
+    for model in models[True]:  # dense and VA-RED² alike: the same backbone
+        assert (model.temporal_padding, model.gate_motion, model.gate_norm) == ("edge", True, True)
