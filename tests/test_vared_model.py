@@ -273,3 +273,17 @@ def test_edge_padding_makes_every_temporal_reduction_exact_on_a_clip_that_does_n
     for padding, name in (("zeros", "still"), ("edge", "moving")):
         full, halved = out[padding][name]
         assert np.abs(full - halved).max() > 1e-3, (padding, name)
+
+
+def test_expected_flops_at_r2plus1d_18_size_under_jit():
+    """R(2+1)D-18 on a 16x112² clip counts 81 GFLOPs (> 2**31): the expected cost of static one-hot
+    choices, jitted as in the train step, equals the host count of the same choices / dense."""
+    config, shape = r2plus1d_18(400), (16, 112, 112)
+    forced = {}
+    for i, spec in enumerate(s for s in conv_specs(config, shape) if s.gated):
+        forced[spec.name] = (i % 2 * spec.avail_t[1], (i // 2) % 2 * spec.avail_c[1])  # available ones
+    choices = {name: {"t": jnp.eye(2)[None, pt], "c": jnp.eye(2)[None, pc]} for name, (pt, pc) in forced.items()}
+    e = jax.jit(lambda ch: expected_flops(config, shape, ch))(choices)
+    want = fixed_flops(config, shape, forced, include_gates=True) / dense_flops(config, shape)
+    assert dense_flops(config, shape) > 2**31 and 0.3 < want < 0.9
+    np.testing.assert_allclose(np.asarray(e), [want], rtol=1e-6)

@@ -153,3 +153,19 @@ def test_gates_only_is_refused_without_training_a_vared_network_from_a_backbone(
         bad.init_from, bad.vared.train_backbone = init, False
         with pytest.raises(ConfigError, match="vared.train_backbone=False"):
             train.validate(bad)
+
+
+@pytest.mark.parametrize("dataset", ["mini", "k400"])
+def test_kinetics_recipe_traces_at_full_size(dataset):
+    """configs/vared_kinetics.py: the VA-RED² loss and the evaluation's predictions of R(2+1)D-18
+    on 16x112² clips trace (shapes only, nothing computed): its FLOPs counts exceed int32."""
+    from configs.vared_kinetics import get_config as kinetics
+    config = kinetics(f"dataset={dataset}")
+    task = train.ClassifyTask(config, train.model_config(config), train.clip_of(config))
+    params = jax.eval_shape(task.init_params)
+    video = jax.ShapeDtypeStruct((2, *task.shape, 3), jnp.float32)
+    batch = {"video": video, "label": jax.ShapeDtypeStruct((2,), jnp.int32)}
+    loss, metrics = jax.eval_shape(task.loss, params, batch, jax.random.key(0), 0)
+    assert loss.shape == () and metrics["flops"].shape == ()
+    out = jax.eval_shape(task.predict, params, video)
+    assert out["probs"].shape == (2, config.data.num_classes) and out["flops"].shape == (2,)

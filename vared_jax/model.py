@@ -397,8 +397,9 @@ def expected_flops(config: R2Plus1DConfig, input_shape, choices: dict) -> jax.Ar
     Σ_layers Σ_{t,c} w_t[t] w_c[c] flops(t, c) (+ gates + ungated layers), with `choices` as
     returned by `VaRedR2Plus1D` (weights or one-hots)."""
     fixed, table = flops_table(config, input_shape)
-    total = jnp.float32(fixed)
+    dense = float(dense_flops(config, input_shape))  # normalised on the host: R(2+1)D-18 counts > 2**31
+    total = jnp.float32(fixed / dense)
     for name, tab in table.items():
         ch = choices[name]
-        total = total + jnp.einsum("bt,tc,bc->b", ch["t"], jnp.asarray(tab, jnp.float32), ch["c"])
-    return total / dense_flops(config, input_shape)
+        total = total + jnp.einsum("bt,tc,bc->b", ch["t"], jnp.asarray(tab / dense, jnp.float32), ch["c"])
+    return total
