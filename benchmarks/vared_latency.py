@@ -7,11 +7,16 @@ In one run, interleaved rounds, median wall time of a jitted batch-1 forward of
   switch       the VA-RED² network choosing per conv at run time (`lax.switch`), with its gates
                biased towards the choice given by --policy (untrained gates pick arbitrarily);
 and each one's analytic FLOPs / dense. Random weights (timing does not depend on them).
+With --per-conv, also each gated conv alone (interleaved rounds, median): all output channels and
+time steps (`full`), the first half of the channels (`half_channels`: the kernel sliced as the
+network does), every other output time step (`half_time`), and the 1x1 reconstruction of the other
+half of the channels with its concatenation (`recon`): where a reduction's time goes.
 
     python benchmarks/vared_latency.py                     # small, 8x32x32 (~1 min on 2 CPU cores)
-    python benchmarks/vared_latency.py --size 18 --frames 16 --image-size 112
+    python benchmarks/vared_latency.py --size 18 --frames 16 --image-size 112 --per-conv
 
-Last line of stdout: {"rows": {name: {"ms", "flops_ratio"}}, "settings": {...}, "machine": {...}}.
+Last line of stdout: {"rows": {name: {"ms", "flops_ratio"}}, "settings": {...}, "machine": {...}}, with
+--per-conv also "per_conv": {conv: {"full_ms", "half_channels_ms", "half_time_ms", "recon_ms"}, "total": {...}}.
 """
 
 from __future__ import annotations
@@ -20,18 +25,21 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vared_jax.model import R2Plus1D, VaRedR2Plus1D, dense_params, fixed_flops, dense_flops, r2plus1d_18, small  # noqa: E402
+from vs_pytorch import machine_record  # noqa: E402
+from vared_jax.layers import conv3d  # noqa: E402
+from vared_jax.model import (R2Plus1D, VaRedR2Plus1D, conv_specs, dense_flops, dense_params, fixed_flops,  # noqa: E402
+                             r2plus1d_18, small)
 
 
 def biased(params, choice):
@@ -48,6 +56,42 @@ def biased(params, choice):
     return out
 
 
+def interleaved(fns: dict, rounds: int, iters: int) -> dict:
+    """{name: (jitted fn, args)} -> {name: median ms per call}, every fn once per round."""
+    for f, a in fns.values():
+        jax.block_until_ready(f(*a))  # compile
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, (f, a) in fns.items():
+            t = time.perf_counter()
+            for _ in range(iters):
+                out = f(*a)
+            jax.block_until_ready(out)
+            times[k].append((time.perf_counter() - t) / iters * 1e3)
+    return {k: float(np.median(t)) for k, t in times.items()}
+
+
+def per_conv(config, shape, rounds: int, iters: int) -> dict:
+    """Every gated conv alone at batch 1: full / half the output channels / half the output time
+    steps / the channel reconstruction -> {conv: {"<variant>_ms"}, "total": {...}}."""
+    out, key = {}, jax.random.key(1)
+    for spec in (s for s in conv_specs(config, shape) if s.gated):
+        x = jax.random.normal(key, (1, *spec.in_shape, spec.cin))
+        w = jax.random.normal(key, (*spec.kernel, spec.cin, spec.cout)) * 0.01
+        c, pad = spec.cout // 2, [(p, p) for p in spec.padding]
+        twice = (spec.stride[0] * 2, *spec.stride[1:])
+        y = jax.random.normal(key, (1, *spec.out_shape, c))
+        r = jax.random.normal(key, (c, spec.cout - c)) * 0.01
+        fns = {"full": (jax.jit(lambda x, w, s=spec: conv3d(x, w, s.stride, pad)), (x, w)),
+               "half_channels": (jax.jit(lambda x, w, s=spec, c=c: conv3d(x, w[..., :c], s.stride, pad)), (x, w)),
+               "half_time": (jax.jit(lambda x, w, t=twice: conv3d(x, w, t, pad)), (x, w)),
+               "recon": (jax.jit(lambda y, r: jnp.concatenate([y, jnp.einsum("bthwc,cd->bthwd", y, r)], -1)), (y, r))}
+        out[spec.name] = {f"{k}_ms": v for k, v in interleaved(fns, rounds, iters).items()}
+        print(spec.name, " ".join(f"{k} {v:.2f}" for k, v in out[spec.name].items()), file=sys.stderr)
+    out["total"] = {k: float(sum(row[k] for row in out.values())) for k in next(iter(out.values()))}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", choices=("small", "18"), default="small")
@@ -56,6 +100,7 @@ def main() -> None:
     ap.add_argument("--policy", type=int, nargs=2, default=[1, 1], help="(p_t, p_c) the switch's gates prefer")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--per-conv", action="store_true", help="also time every gated conv alone (see above)")
     args = ap.parse_args()
     config = small(4) if args.size == "small" else r2plus1d_18(400)
     shape = (args.frames, args.image_size, args.image_size)
@@ -73,23 +118,20 @@ def main() -> None:
     policy = {k: (int(np.argmax(c["t"][0])), int(np.argmax(c["c"][0]))) for k, c in chosen.items()}
     fns["switch"] = (jax.jit(lambda v, x: vared.apply(v, x, mode="hard")[0]), switch_params,
                      fixed_flops(config, shape, policy, include_gates=True) / dense)
-    for f, v, _ in fns.values():
-        jax.block_until_ready(f(v, video))  # compile
-    times = {k: [] for k in fns}
-    for _ in range(args.rounds):  # interleaved: every variant once per round
-        for k, (f, v, _) in fns.items():
-            t = time.perf_counter()
-            for _ in range(args.iters):
-                out = f(v, video)
-            jax.block_until_ready(out)
-            times[k].append((time.perf_counter() - t) / args.iters * 1e3)
-    rows = {k: {"ms": float(np.median(times[k])), "flops_ratio": float(fns[k][2])} for k in fns}
+    ms = interleaved({k: (f, (v, video)) for k, (f, v, _) in fns.items()}, args.rounds, args.iters)
+    rows = {k: {"ms": ms[k], "flops_ratio": float(fns[k][2])} for k in fns}
     for k, r in rows.items():
         print(f"{k:12s} {r['ms']:8.2f} ms  x{r['ms'] / rows['dense']['ms']:.2f} time  x{r['flops_ratio']:.3f} FLOPs",
               file=sys.stderr)
-    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-               "device": str(jax.devices()[0].device_kind), "jax": jax.__version__}
-    print(json.dumps({"rows": rows, "settings": {**vars(args), "policy_layers": len(policy)}, "machine": machine}))
+    machine = dict(machine_record(len(os.sched_getaffinity(0))), device=str(jax.devices()[0].device_kind),
+                   jax=jax.__version__)
+    result = {"rows": rows, "settings": {**vars(args), "policy_layers": len(policy)}, "machine": machine}
+    if args.per_conv:
+        result["per_conv"] = per_conv(config, shape, args.rounds, args.iters)
+        total = result["per_conv"]["total"]
+        print("per conv, total: " + " ".join(f"{k} {v:.1f} (x{v / total['full_ms']:.2f})" for k, v in total.items()),
+              file=sys.stderr)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,12 @@ def test_vared2_quick_schema_flops_and_resume(tmp_path, capsys, monkeypatch):
     # rho = 0.6 keeps 60 % of the tokens: the encoder costs ~0.6x (plus the motion scores)
     ratio = models["everest_rho0.6"]["gflops_per_clip"] / models["vit_all_tokens"]["gflops_per_clip"]
     assert 0.4 < ratio < 0.7
+    # the CNNs again on the real clips at --speed-size (quick: 8x48²), the ViTs not
+    assert {n for n, m in models.items() if "real_large" in m} == {"r2plus1d_dense", "vared2"}
+    big = models["r2plus1d_dense"]["real_large"]
+    assert big["gflops_per_clip"] == pytest.approx(dense_flops(small(4), (8, 48, 48)) / 1e9)
+    assert 0.25 * big["gflops_per_clip"] < models["vared2"]["real_large"]["gflops_per_clip"] < 1.05 * big["gflops_per_clip"]
+    assert big["clips_per_s_b1"] > 0 and big["clips_per_s_b8"] > 0 and big["peak_gib"] > models["r2plus1d_dense"]["peak_gib"]
     for name in NAMES - {"vared2"}:  # fixed networks cost the same on any clip
         assert models[name]["real"]["gflops_per_clip"] == pytest.approx(models[name]["gflops_per_clip"])
     assert line["settings"]["held_out_videos"] == 16 and line["machine"]["cpu"] and line["machine"]["threads"] > 0
