@@ -40,8 +40,7 @@ def main(argv=None):
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from configs import quickstart
-    from everest_jax import sharding, train, trainer
-    from everest_jax.config import ModelConfig
+    from everest_jax import cli, sharding, train, trainer
 
     mesh_sizes = dict(zip(sharding.MESH_AXES, (int(x) for x in args.mesh.split(","))))
     mesh = sharding.make_mesh(mesh_sizes)
@@ -51,8 +50,10 @@ def main(argv=None):
         config.batch_size = args.batch
         config.model.update(dict(size=args.model, num_frames=args.frames, image_size=(args.image_size,) * 2,
                                  patch_size=args.patch_size, dtype=args.dtype))
-        model_config = ModelConfig.from_dict(config.model.to_dict())
         config.update(total_steps=1000, warmup_steps=10)
+        config.mesh.update(mesh_sizes)
+        with cli.user_errors():  # e.g. a batch the mesh cannot split: one line naming the field
+            model_config = train.validate(config)
         task, spec = train.PretrainTask(config, model_config), train.run_spec(config)
         parts = trainer.setup(spec, task, mesh)
         state, step = parts.fresh_state(task, mesh, spec.rules), parts.train_step

@@ -49,6 +49,10 @@ def test_train_throughput_everest_and_tube():
         assert 0 < r["visible_tokens"] < r["visible_tokens"] + r["target_tokens"] <= 4 * 4 * 4  # 64 tokens
     assert out["speedup"] == pytest.approx(out["everest"]["clips_per_s"] / out["videomae_tube"]["clips_per_s"])
     assert out["config"]["batch"] == 8 and out["config"]["devices"] >= 1
+    done = subprocess.run([sys.executable, "benchmarks/train_throughput.py", "--cpu-devices", "8", "--batch", "4"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and done.stderr.strip().splitlines()[-1] == (
+        "config error: batch_size=4 is not divisible by the data axes (mesh data x fsdp = 8)")
 
 
 def test_input_pipeline_sequential_and_grain():
