@@ -26,7 +26,6 @@ import json
 import os
 import pathlib
 import sys
-import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -36,7 +35,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vs_pytorch import machine_record  # noqa: E402
+from vs_pytorch import interleaved, machine_record  # noqa: E402
 from vared_jax.layers import conv3d  # noqa: E402
 from vared_jax.model import (R2Plus1D, VaRedR2Plus1D, conv_specs, dense_flops, dense_params, fixed_flops,  # noqa: E402
                              r2plus1d_18, small)
@@ -56,19 +55,16 @@ def biased(params, choice):
     return out
 
 
-def interleaved(fns: dict, rounds: int, iters: int) -> dict:
-    """{name: (jitted fn, args)} -> {name: median ms per call}, every fn once per round."""
-    for f, a in fns.values():
-        jax.block_until_ready(f(*a))  # compile
-    times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, (f, a) in fns.items():
-            t = time.perf_counter()
+def median_ms(fns: dict, rounds: int, iters: int) -> dict:
+    """{name: (jitted fn, args)} -> {name: median ms per call}: `iters` calls per round, the fns in
+    interleaved rounds (the first round compiles)."""
+    def runner(f, a):
+        def run():
             for _ in range(iters):
                 out = f(*a)
             jax.block_until_ready(out)
-            times[k].append((time.perf_counter() - t) / iters * 1e3)
-    return {k: float(np.median(t)) for k, t in times.items()}
+        return run
+    return {k: ms / iters for k, ms in interleaved({k: runner(f, a) for k, (f, a) in fns.items()}, rounds).items()}
 
 
 def per_conv(config, shape, rounds: int, iters: int) -> dict:
@@ -82,11 +78,12 @@ def per_conv(config, shape, rounds: int, iters: int) -> dict:
         twice = (spec.stride[0] * 2, *spec.stride[1:])
         y = jax.random.normal(key, (1, *spec.out_shape, c))
         r = jax.random.normal(key, (c, spec.cout - c)) * 0.01
-        fns = {"full": (jax.jit(lambda x, w, s=spec: conv3d(x, w, s.stride, pad)), (x, w)),
-               "half_channels": (jax.jit(lambda x, w, s=spec, c=c: conv3d(x, w[..., :c], s.stride, pad)), (x, w)),
-               "half_time": (jax.jit(lambda x, w, t=twice: conv3d(x, w, t, pad)), (x, w)),
+        fns = {"full": (jax.jit(lambda x, w, st=spec.stride, pad=pad: conv3d(x, w, st, pad)), (x, w)),
+               "half_channels": (jax.jit(lambda x, w, st=spec.stride, pad=pad, c=c: conv3d(x, w[..., :c], st, pad)),
+                                 (x, w)),
+               "half_time": (jax.jit(lambda x, w, st=twice, pad=pad: conv3d(x, w, st, pad)), (x, w)),
                "recon": (jax.jit(lambda y, r: jnp.concatenate([y, jnp.einsum("bthwc,cd->bthwd", y, r)], -1)), (y, r))}
-        out[spec.name] = {f"{k}_ms": v for k, v in interleaved(fns, rounds, iters).items()}
+        out[spec.name] = {f"{k}_ms": v for k, v in median_ms(fns, rounds, iters).items()}
         print(spec.name, " ".join(f"{k} {v:.2f}" for k, v in out[spec.name].items()), file=sys.stderr)
     out["total"] = {k: float(sum(row[k] for row in out.values())) for k in next(iter(out.values()))}
     return out
@@ -118,7 +115,7 @@ def main() -> None:
     policy = {k: (int(np.argmax(c["t"][0])), int(np.argmax(c["c"][0]))) for k, c in chosen.items()}
     fns["switch"] = (jax.jit(lambda v, x: vared.apply(v, x, mode="hard")[0]), switch_params,
                      fixed_flops(config, shape, policy, include_gates=True) / dense)
-    ms = interleaved({k: (f, (v, video)) for k, (f, v, _) in fns.items()}, args.rounds, args.iters)
+    ms = median_ms({k: (f, (v, video)) for k, (f, v, _) in fns.items()}, args.rounds, args.iters)
     rows = {k: {"ms": ms[k], "flops_ratio": float(fns[k][2])} for k in fns}
     for k, r in rows.items():
         print(f"{k:12s} {r['ms']:8.2f} ms  x{r['ms'] / rows['dense']['ms']:.2f} time  x{r['flops_ratio']:.3f} FLOPs",
