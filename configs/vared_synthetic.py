@@ -6,7 +6,11 @@
 
 `arg` (comma-separated key=value): job (train|evaluate), vared (true: the VA-RED² network, false:
 the dense R(2+1)D), size (small|18), budget (target FLOPs / dense), static (true: a fifth class
-whose shape does not move, so that the data has clips with and without motion).
+whose shape does not move, so that the data has clips with and without motion), input_dependent
+(true: the README's input-dependent recipe, beyond the paper: time padded with the edge frames and
+each gate fed its input's standardised motion cue; set it for the dense run too, same backbone).
+
+    python -m vared_jax.main --config configs/vared_synthetic.py:vared=false,static=true,input_dependent=true ...
 """
 
 import ml_collections
@@ -15,7 +19,7 @@ from configs.common import classifier_config, parse_arg
 
 
 def get_config(arg=None):
-    a = parse_arg(arg, job="train", vared=True, size="small", budget=0.65, static=False)
+    a = parse_arg(arg, job="train", vared=True, size="small", budget=0.65, static=False, input_dependent=False)
     c = classifier_config(a.job)
     # 8 frames of 32x32: the stages see 8, 4, 2, 1 time steps (temporal choices where T is even).
     c.clip = ml_collections.ConfigDict(dict(num_frames=8, image_size=(32, 32)))
@@ -23,8 +27,8 @@ def get_config(arg=None):
     w, blocks, stem = widths[a.size]
     c.model = ml_collections.ConfigDict(dict(
         num_classes=5 if a.static else 4, widths=w, blocks_per_stage=blocks, stem_widths=stem, residual_scale_init=0.0,
-        temporal_levels=1, channel_levels=1, gate_reduction=4, gate_min_hidden=8, gate_norm=False,
-        gate_motion=False, temporal_padding="zeros"))
+        temporal_levels=1, channel_levels=1, gate_reduction=4, gate_min_hidden=8, gate_norm=a.input_dependent,
+        gate_motion=a.input_dependent, temporal_padding="edge" if a.input_dependent else "zeros"))
     c.vared = ml_collections.ConfigDict(dict(
         enabled=a.vared, budget=a.budget, flops_weight=2.0, tau_start=5.0, tau_end=0.5, train_backbone=True,
         flops_penalty="squared"))

@@ -158,7 +158,8 @@ def test_every_stmg_network_and_stream_field_refuses_invalid_values_naming_the_f
         check_config(with_value(config, "net.num_clases", 3))
 
 
-VARED_CONFIGS = [("vared_synthetic", None), ("vared_synthetic", "vared=false,size=18"), ("vared_kinetics", None)]
+VARED_CONFIGS = [("vared_synthetic", None), ("vared_synthetic", "vared=false,size=18"),
+                 ("vared_synthetic", "static=true,input_dependent=true"), ("vared_kinetics", None)]
 
 
 @pytest.mark.parametrize("name, arg", VARED_CONFIGS, ids=[f"{n}:{a}" for n, a in VARED_CONFIGS])

@@ -68,3 +68,5 @@ def test_vared2_input_dependent_flag_sets_the_three_options_on_both_cnns(tmp_pat
         assert (model.temporal_padding, model.gate_motion, model.gate_norm) == ("zeros", False, False)
     for model in models[True]:  # dense and VA-RED² alike: the same backbone
         assert (model.temporal_padding, model.gate_motion, model.gate_norm) == ("edge", True, True)
+    for vared in ("false", "true"):  # the recipe as a config argument: the same model section
+        assert get_config(f"vared={vared},input_dependent=true").model == models[True][vared == "true"]
