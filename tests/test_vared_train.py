@@ -169,3 +169,37 @@ def test_kinetics_recipe_traces_at_full_size(dataset):
     assert loss.shape == () and metrics["flops"].shape == ()
     out = jax.eval_shape(task.predict, params, video)
     assert out["probs"].shape == (2, config.data.num_classes) and out["flops"].shape == (2,)
+
+
+def test_vared_steps_on_a_device_mesh_match_one_device():
+    """The VA-RED² loss (Gumbel noise drawn for the global batch, the batch-mean expected FLOPs)
+    with the batch split over a 2 x 4 (data x fsdp) mesh of simulated devices gives the
+    single-device run's losses, FLOPs and parameters."""
+    from everest_jax import sharding, trainer
+
+    config = get_config()
+    config.batch_size, config.total_steps, config.warmup_steps = 8, 10, 0
+    config.optimizer.base_lr = 0.128  # lr 4e-3 at batch 8: updates far above rounding noise
+    model, clip = train.validate(config)
+    task, spec = train.ClassifyTask(config, model, clip), train.run_spec(config)
+    rng = np.random.default_rng(0)
+    data = [{"video": rng.normal(size=(8, clip.num_frames, *clip.image_size, 3)).astype(np.float32),
+             "label": rng.integers(0, 4, 8).astype(np.int32)} for _ in range(3)]
+
+    def run(mesh_config, n):
+        m = sharding.make_mesh(mesh_config, jax.devices()[:n])
+        parts = trainer.setup(spec, task, m)
+        state, out = parts.fresh_state(task, m, spec.rules), []
+        for batch in data:
+            state, metrics = parts.train_step(state, sharding.global_batch(batch, m, 8))
+            out.append((float(metrics["loss"]), float(metrics["flops"])))
+        return out, jax.device_get(state.params)
+
+    one, p1 = run(dict(data=1, fsdp=1, tensor=1), 1)
+    many, p8 = run(dict(data=2, fsdp=4, tensor=1), 8)
+    np.testing.assert_allclose(many, one, atol=1e-5, rtol=0)
+    assert len({f for _, f in one}) == 3  # the expected FLOPs move with the gates and the noise
+    # (Adam: where a gradient is ~0, reduction-order noise can move a parameter by part of lr)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=5e-4, rtol=0), p8, p1)
+    init = jax.device_get(task.init_params())
+    assert max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(init))) > 5e-3
