@@ -8,6 +8,8 @@
 #                         --workdir gs://bucket/runs/ucf_pre -- --config configs/ucf101.py:size=B ...
 #   launch/tpu_vm.sh logs|stop|delete --name everest --zone us-central2-b
 #
+# `run --method everest|vared|stmg` (default everest) picks the program: `python -m <method>_jax.main`.
+#
 # Every command takes --dry-run: print each gcloud command instead of running it. Arguments are
 # checked before anything is created: a missing --name/--zone, a zone that is not like
 # us-central2-b, an unknown accelerator type, or a workdir that is not gs:// on a multi-host slice
@@ -17,11 +19,11 @@
 # program, or jax.distributed waits for the missing ones until it times out. This script always
 # uses --worker=all (one ssh command that reaches every host), and starts the training detached
 # (nohup, log in ~/everest.log on every worker) so that a dropped ssh session does not kill one
-# host's process. EVEREST_DISTRIBUTED=1 makes everest_jax.main call jax.distributed.initialize(),
+# host's process. EVEREST_DISTRIBUTED=1 makes <method>_jax.main call jax.distributed.initialize(),
 # which on Cloud TPU finds the coordinator and process ids by itself.
 set -euo pipefail
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "tpu_vm.sh: $*" >&2; exit 2; }
 
 command_name="${1:-}"
@@ -33,7 +35,7 @@ case "$command_name" in
   *) die "unknown command '$command_name' (up, run, logs, stop, delete)" ;;
 esac
 
-name="" zone="" accelerator="" version="tpu-ubuntu2204-base" project="" repo="" ref="main" workdir=""
+name="" zone="" accelerator="" version="tpu-ubuntu2204-base" project="" repo="" ref="main" workdir="" method=everest
 dry_run=0
 main_args=()
 while [[ $# -gt 0 ]]; do
@@ -46,6 +48,7 @@ while [[ $# -gt 0 ]]; do
     --repo) repo="${2:-}"; shift 2 ;;
     --ref) ref="${2:-}"; shift 2 ;;
     --workdir) workdir="${2:-}"; shift 2 ;;
+    --method) method="${2:-}"; shift 2 ;;
     --dry-run) dry_run=1; shift ;;
     --) shift; main_args=("$@"); break ;;
     *) die "unknown option '$1'" ;;
@@ -75,6 +78,7 @@ if [[ "$command_name" == up || "$command_name" == run ]]; then
 fi
 if [[ "$command_name" == run ]]; then
   [[ -n "$workdir" ]] || die "--workdir is required"
+  [[ "$method" =~ ^(everest|vared|stmg)$ ]] || die "--method '$method' must be everest, vared or stmg"
   if [[ "$hosts" -gt 1 && "$workdir" != gs://* ]]; then
     die "--workdir '$workdir' must be a gs:// path on a multi-host slice ($accelerator has $hosts hosts)"
   fi
@@ -116,14 +120,14 @@ case "$command_name" in
   run)
     quoted="$(printf ' %q' "${main_args[@]}")"
     on_all_workers "cd everest-jax && . .venv/bin/activate && EVEREST_DISTRIBUTED=$(( hosts > 1 ? 1 : 0 )) \
-nohup python -m everest_jax.main --workdir $(printf %q "$workdir")$quoted > ~/everest.log 2>&1 &"
+nohup python -m ${method}_jax.main --workdir $(printf %q "$workdir")$quoted > ~/everest.log 2>&1 &"
     echo "started on $hosts host(s); follow with: $0 logs --name $name --zone $zone"
     ;;
   logs)
     run "${gcloud_tpu[@]}" ssh "$name" "${where[@]}" --worker=0 --command="tail -n 50 -f ~/everest.log"
     ;;
   stop)
-    on_all_workers "pkill -f everest_jax.main || true"
+    on_all_workers "pkill -f '_jax[.]main --workdir' || true"
     ;;
   delete)
     run "${gcloud_tpu[@]}" delete "$name" "${where[@]}" --quiet

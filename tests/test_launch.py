@@ -35,6 +35,11 @@ def test_single_host_tpu_dry_run():
                           "--dry-run", "--", "--config", "configs/quickstart.py"))
     assert len(run) == 1 and "--worker=all" in run[0]
     assert "EVEREST_DISTRIBUTED=0" in run[0] and "everest_jax.main\\ --workdir\\ /tmp/run" in run[0]
+    (vared,) = commands(launch("tpu_vm.sh", "run", *TPU, "--accelerator-type", "v4-8", "--workdir", "/tmp/run",
+                               "--method", "vared", "--dry-run", "--", "--config", "configs/vared_kinetics.py"))
+    assert "python\\ -m\\ vared_jax.main\\ --workdir\\ /tmp/run" in vared
+    (stop,) = commands(launch("tpu_vm.sh", "stop", *TPU, "--dry-run"))
+    assert "pkill" in stop and "_jax" in stop  # whichever method runs
 
 
 def test_multi_host_tpu_dry_run_runs_on_every_worker_with_distributed_init():
@@ -60,6 +65,8 @@ def test_multi_host_tpu_dry_run_runs_on_every_worker_with_distributed_init():
      "must be a gs:// path on a multi-host slice (v4-32 has 4 hosts)"),
     (("run", *TPU, "--accelerator-type", "v4-8", "--workdir", "/tmp/x"), "give the training arguments"),
     (("launch", *TPU), "unknown command 'launch'"),
+    (("run", *TPU, "--accelerator-type", "v4-8", "--workdir", "/tmp/x", "--method", "videomae", "--", "--config",
+      "c.py"), "--method 'videomae' must be everest, vared or stmg"),
 ])
 def test_tpu_launcher_refuses_bad_arguments_with_one_line(args, message):
     result = launch("tpu_vm.sh", *args, "--dry-run") if args[-1] != "c.py" else launch("tpu_vm.sh", *args)
@@ -79,6 +86,14 @@ def test_gpu_launcher_single_machine_and_slurm_dry_runs():
         assert line in slurm.stdout.splitlines(), line
     bad = launch("gpu.sh", "--nodes", "2", "--workdir", "/s/r", "--", "--config", "c.py")
     assert bad.returncode == 2 and "--partition is required" in bad.stderr
+    for method in ("vared", "stmg"):
+        single = commands(launch("gpu.sh", "--method", method, "--workdir", "/r", "--dry-run", "--", "--config", "c.py"))
+        assert single == [f"python -m {method}_jax.main --workdir /r --config c.py"]
+    slurm = launch("gpu.sh", "--nodes", "2", "--partition", "gpu", "--method", "vared", "--workdir", "/s/r", "--dry-run",
+                   "--", "--config", "configs/vared_kinetics.py")
+    assert "srun python -m vared_jax.main --workdir /s/r --config configs/vared_kinetics.py" in slurm.stdout
+    bad = launch("gpu.sh", "--method", "vared_jax", "--workdir", "/s/r", "--", "--config", "c.py")
+    assert bad.returncode == 2 and bad.stderr.strip() == "gpu.sh: --method 'vared_jax' must be everest, vared or stmg"
 
 
 def test_scripts_pass_shellcheck():
