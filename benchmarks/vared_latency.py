@@ -14,6 +14,7 @@ half of the channels with its concatenation (`recon`): where a reduction's time 
 
     python benchmarks/vared_latency.py                     # small, 8x32x32 (~1 min on 2 CPU cores)
     python benchmarks/vared_latency.py --size 18 --frames 16 --image-size 112 --per-conv
+    python benchmarks/vared_latency.py --input-dependent   # edge padding + the gates' motion cue (README)
 
 Last line of stdout: {"rows": {name: {"ms", "flops_ratio"}}, "settings": {...}, "machine": {...}}, with
 --per-conv also "per_conv": {conv: {"full_ms", "half_channels_ms", "half_time_ms", "recon_ms"}, "total": {...}}.
@@ -98,8 +99,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--per-conv", action="store_true", help="also time every gated conv alone (see above)")
+    ap.add_argument("--input-dependent", action="store_true",
+                    help="the networks of the input-dependent recipe: time padded with the edge frames (dense too), "
+                         "gates fed the standardised motion cue (model.temporal_padding=edge, gate_motion, gate_norm)")
     args = ap.parse_args()
-    config = small(4) if args.size == "small" else r2plus1d_18(400)
+    options = dict(temporal_padding="edge", gate_motion=True, gate_norm=True) if args.input_dependent else {}
+    config = small(4, **options) if args.size == "small" else r2plus1d_18(400, **options)
     shape = (args.frames, args.image_size, args.image_size)
     video = jnp.asarray(np.random.default_rng(0).normal(size=(1, *shape, 3)), jnp.float32)
     vared = VaRedR2Plus1D(config)

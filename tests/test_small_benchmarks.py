@@ -40,6 +40,17 @@ def test_vared_latency_rows_flops_and_per_conv():
     assert out["machine"]["threads"] > 0 and out["settings"]["per_conv"]
 
 
+def test_vared_latency_input_dependent_networks_count_the_motion_cue():
+    out = bench("vared_latency.py", "--rounds", "1", "--iters", "1", "--input-dependent")
+    shape = (8, 32, 32)
+    dense = dense_flops(small(4), shape)  # (edge padding does not change the FLOPs)
+    cue = small(4, temporal_padding="edge", gate_motion=True, gate_norm=True)
+    assert out["settings"]["input_dependent"]
+    want = fixed_flops(cue, shape, (1, 1), include_gates=True) / dense
+    assert out["rows"]["switch"]["flops_ratio"] == pytest.approx(want)
+    assert want > fixed_flops(small(4), shape, (1, 1), include_gates=True) / dense + 0.005  # the cue: ~1 % of dense
+
+
 def test_train_throughput_everest_and_tube():
     out = bench("train_throughput.py", "--frames", "8", "--image-size", "32", "--patch-size", "8", "--batch", "8",
                 "--steps", "1")
