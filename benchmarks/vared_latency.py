@@ -38,8 +38,8 @@ import numpy as np  # noqa: E402
 
 from vs_pytorch import interleaved, machine_record  # noqa: E402
 from vared_jax.layers import conv3d  # noqa: E402
-from vared_jax.model import (R2Plus1D, VaRedR2Plus1D, conv_specs, dense_flops, dense_params, fixed_flops,  # noqa: E402
-                             r2plus1d_18, small)
+from vared_jax.model import (INPUT_DEPENDENT, R2Plus1D, VaRedR2Plus1D, conv_specs, dense_flops,  # noqa: E402
+                             dense_params, fixed_flops, r2plus1d_18, small)
 
 
 def biased(params, choice):
@@ -103,7 +103,7 @@ def main() -> None:
                     help="the networks of the input-dependent recipe: time padded with the edge frames (dense too), "
                          "gates fed the standardised motion cue (model.temporal_padding=edge, gate_motion, gate_norm)")
     args = ap.parse_args()
-    options = dict(temporal_padding="edge", gate_motion=True, gate_norm=True) if args.input_dependent else {}
+    options = INPUT_DEPENDENT if args.input_dependent else {}
     config = small(4, **options) if args.size == "small" else r2plus1d_18(400, **options)
     shape = (args.frames, args.image_size, args.image_size)
     video = jnp.asarray(np.random.default_rng(0).normal(size=(1, *shape, 3)), jnp.float32)

@@ -16,6 +16,7 @@ each gate fed its input's standardised motion cue; set it for the dense run too,
 import ml_collections
 
 from configs.common import classifier_config, parse_arg
+from vared_jax.model import INPUT_DEPENDENT
 
 
 def get_config(arg=None):
@@ -27,8 +28,10 @@ def get_config(arg=None):
     w, blocks, stem = widths[a.size]
     c.model = ml_collections.ConfigDict(dict(
         num_classes=5 if a.static else 4, widths=w, blocks_per_stage=blocks, stem_widths=stem, residual_scale_init=0.0,
-        temporal_levels=1, channel_levels=1, gate_reduction=4, gate_min_hidden=8, gate_norm=a.input_dependent,
-        gate_motion=a.input_dependent, temporal_padding="edge" if a.input_dependent else "zeros"))
+        temporal_levels=1, channel_levels=1, gate_reduction=4, gate_min_hidden=8, gate_norm=False,
+        gate_motion=False, temporal_padding="zeros"))
+    if a.input_dependent:
+        c.model.update(INPUT_DEPENDENT)
     c.vared = ml_collections.ConfigDict(dict(
         enabled=a.vared, budget=a.budget, flops_weight=2.0, tau_start=5.0, tau_end=0.5, train_backbone=True,
         flops_penalty="squared"))

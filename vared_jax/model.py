@@ -73,6 +73,10 @@ import numpy as np
 from everest_jax.errors import ConfigError
 from vared_jax.layers import RedConv, available, conv_out, _largest_available
 
+# The model options of the input-dependent recipe (beyond the paper; README): time padded with the
+# edge frames, each gate fed its input's standardised motion cue. A dense backbone takes them too.
+INPUT_DEPENDENT = {"temporal_padding": "edge", "gate_motion": True, "gate_norm": True}
+
 
 def _pos_ints(v: Any, n: int) -> bool:
     return (isinstance(v, (tuple, list)) and len(v) == n
