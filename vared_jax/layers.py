@@ -74,7 +74,11 @@ def gate_input(x: jax.Array, norm: bool = False, motion: bool = False) -> jax.Ar
     part over its channels."""
     parts = [jnp.mean(x, axis=(1, 2, 3))]
     if motion and x.shape[1] > 1:
-        parts.append(jnp.mean(jnp.abs(jnp.diff(x, axis=1)), axis=(1, 2, 3)))
+        # Σ_t |x[t+1] - x[t]| as elementwise adds (B, H, W, C), then the spatial mean: the same
+        # value as one mean over (T, H, W), 3-4x faster on XLA:CPU (benchmarks/vared_latency.py)
+        t = x.shape[1]
+        total = functools.reduce(jnp.add, (jnp.abs(x[:, i + 1] - x[:, i]) for i in range(t - 1)))
+        parts.append(jnp.mean(total, axis=(1, 2)) / (t - 1))
     elif motion:
         parts.append(jnp.zeros_like(parts[0]))
     if norm:
