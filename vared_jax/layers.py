@@ -75,7 +75,8 @@ def gate_input(x: jax.Array, norm: bool = False, motion: bool = False) -> jax.Ar
     parts = [jnp.mean(x, axis=(1, 2, 3))]
     if motion and x.shape[1] > 1:
         # Σ_t |x[t+1] - x[t]| as elementwise adds (B, H, W, C), then the spatial mean: the same
-        # value as one mean over (T, H, W), 3-4x faster on XLA:CPU (benchmarks/vared_latency.py)
+        # value as one mean over (T, H, W), which XLA:CPU runs as a slow reduction (README: 3.7x
+        # slower at R(2+1)D-18 16x112²; at 8x32² the reduction is slightly faster)
         t = x.shape[1]
         total = functools.reduce(jnp.add, (jnp.abs(x[:, i + 1] - x[:, i]) for i in range(t - 1)))
         parts.append(jnp.mean(total, axis=(1, 2)) / (t - 1))
